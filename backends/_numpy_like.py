@@ -1,0 +1,35 @@
+"""Extras shared by the libraries with NumPy's API (NumPy itself and CuPy)."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from . import _eager
+
+
+def logsumexp(mod: Any, x: Any, axis: int):
+    """Log-sum-exp along ``axis`` with one temporary (``out=`` keeps allocations down)."""
+    m = mod.max(x, axis=axis, keepdims=True)
+    # Rows that are all -inf (zero weights) would give inf - inf; shift them by 0 instead.
+    m[~mod.isfinite(m)] = 0
+    tmp = mod.subtract(x, m)
+    mod.exp(tmp, out=tmp)
+    s = mod.sum(tmp, axis=axis)
+    with mod.errstate(divide="ignore"):
+        out = mod.log(s)
+    out += mod.squeeze(m, axis=axis)
+    return out
+
+
+def take(x: Any, idx: Any):
+    return x[idx]
+
+
+def put(x: Any, idx: Any, rows: Any):
+    out = x.copy()
+    out[idx] = rows
+    return out
+
+
+def make_iterate(xp: Any, to_numpy: Any):
+    return partial(_eager.iterate, xp=xp, take=take, put=put, to_numpy=to_numpy)

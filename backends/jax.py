@@ -1,0 +1,95 @@
+"""JAX extras (see :mod:`backends`).
+
+The loop is a ``lax.while_loop`` over blocks of ``check_every`` steps so that ``jax.jit`` and
+``jax.vmap`` of a solver work; a problem that has converged is masked (its state no longer
+changes). Reverse-mode autodiff cannot go through a ``while_loop``: with ``differentiable=True``
+the loop is a ``fori_loop`` of static length (lowered to ``scan``), still masked per problem.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+name = "jax"
+
+
+def logsumexp(x: Any, axis: int):
+    return jax.nn.logsumexp(x, axis=axis)
+
+
+def stop_gradient(x: Any):
+    return lax.stop_gradient(x)
+
+
+def take(x: Any, idx: Any):
+    return x[idx]
+
+
+def put(x: Any, idx: Any, rows: Any):
+    return x.at[idx].set(rows)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(x)
+
+
+def is_tracer(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def device_of(x: Any) -> str:
+    return ",".join(sorted(str(d) for d in x.devices()))
+
+
+def _mask(active: Any, new: Any, old: Any):
+    shape = active.shape + (1,) * (new.ndim - 1)
+    return jnp.where(active.reshape(shape), new, old)
+
+
+def iterate(step, error, data, state, *, max_iter, check_every, tol, differentiable=False,
+            verbose=False):
+    """Same contract as :func:`backends._eager.iterate`; returns JAX arrays."""
+    data, state = tuple(data), tuple(state)
+    batch = state[0].shape[0]
+    dtype = state[0].dtype
+
+    def block(carry, length):
+        cur, n_iter, conv, err, it = carry
+        new = lax.fori_loop(0, length, lambda _, s: step(data, s), cur)
+        e = error(data, new).astype(err.dtype)
+        active = ~conv
+        cur = tuple(_mask(active, n, o) for n, o in zip(new, cur))
+        n_iter = jnp.where(active, it + length, n_iter)
+        err = jnp.where(active, e, err)
+        conv = conv | (active & (e < tol))
+        if verbose:
+            jax.debug.print("it {it} | active {a} | max err {e}", it=it + length,
+                            a=jnp.sum(active), e=jnp.max(jnp.where(active, e, 0)))
+        return (cur, n_iter, conv, err, it + length)
+
+    carry = (state, jnp.zeros(batch, jnp.int32), jnp.zeros(batch, bool),
+             jnp.full(batch, jnp.inf, dtype=jnp.result_type(dtype, jnp.float32)),
+             jnp.asarray(0, jnp.int32))
+    if max_iter <= 0:
+        cur, n_iter, conv, err, _ = carry
+        return cur, n_iter, conv, err
+    if differentiable:
+        n_full, rem = divmod(max_iter, check_every)
+        if n_full:
+            carry = lax.fori_loop(0, n_full, lambda _, c: block(c, check_every), carry)
+        if rem:
+            carry = block(carry, rem)
+    else:
+        def cond(c):
+            return (c[4] < max_iter) & ~jnp.all(c[2])
+
+        def body(c):
+            return block(c, jnp.minimum(check_every, max_iter - c[4]))
+
+        carry = lax.while_loop(cond, body, carry)
+    cur, n_iter, conv, err, _ = carry
+    return cur, n_iter, conv, err

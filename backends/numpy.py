@@ -1,0 +1,39 @@
+"""NumPy extras (see :mod:`backends`)."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import array_api_compat.numpy as xp
+import numpy as np
+
+from . import _numpy_like
+
+name = "numpy"
+logsumexp = partial(_numpy_like.logsumexp, np)
+take, put = _numpy_like.take, _numpy_like.put
+
+
+def stop_gradient(x: Any):
+    return x
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(x)
+
+
+def is_tracer(x: Any) -> bool:
+    return False
+
+
+def device_of(x: Any) -> str:
+    return "cpu"
+
+
+_iterate = _numpy_like.make_iterate(xp, to_numpy)
+
+
+def iterate(step, error, data, state, *, max_iter, check_every, tol, differentiable=False,
+            verbose=False):
+    return _iterate(step, error, data, state, max_iter=max_iter, check_every=check_every,
+                    tol=tol, verbose=verbose)

@@ -1,0 +1,27 @@
+"""ot-batch: many optimal-transport problems at once, with POT's ``ot.batch`` API.
+
+Change ``from ot.batch import solve_batch`` to ``from ot_batch import solve_batch``: the same
+arguments give the same numbers on NumPy, PyTorch, JAX and CuPy arrays, with per-problem
+convergence (``res.log["n_iter"]``, ``res.log["converged"]``).
+"""
+from .bregman import (bregman_log_projection_batch, bregman_projection_batch,
+                      proximal_bregman_log_plan_batch)
+from .distances import dist_batch
+from .linear import (entropy_batch, loss_linear_batch, loss_linear_samples_batch, solve_batch,
+                     solve_sample_batch)
+from .result import OTResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OTResult",
+    "bregman_log_projection_batch",
+    "bregman_projection_batch",
+    "dist_batch",
+    "entropy_batch",
+    "loss_linear_batch",
+    "loss_linear_samples_batch",
+    "proximal_bregman_log_plan_batch",
+    "solve_batch",
+    "solve_sample_batch",
+]

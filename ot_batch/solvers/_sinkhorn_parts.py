@@ -1,0 +1,38 @@
+"""Pieces the two Sinkhorn solvers (log and scaling domain) share."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def exponents(reg: float, unbalanced: tuple[float, float] | None) -> tuple[float, float]:
+    """Exponents tau / (tau + reg) of the unbalanced updates (1 on a balanced side)."""
+    if unbalanced is None:
+        return 1.0, 1.0
+    return tuple(1.0 if math.isinf(t) else t / (t + reg) for t in unbalanced)
+
+
+def log_kernel(xp: Any, M: Any, a: Any, b: Any, reg: float, reg_type: str, balanced: bool):
+    """``-M / reg``, plus ``log a_i + log b_j`` for the KL reference of an unbalanced problem.
+
+    For balanced problems the reference only shifts the potentials, so the plan is the same
+    and the kernel is kept as POT's ``ot.batch`` builds it.
+    """
+    logK = -M / reg
+    if not balanced and reg_type == "kl":
+        logK = logK + xp.log(a)[:, :, None] + xp.log(b)[:, None, :]
+    return logK
+
+
+def marginal_error(xp: Any, row: Any, a: Any):
+    """Per-problem L2 violation of the first marginal (POT's stopping criterion)."""
+    return xp.sqrt(xp.sum((row - a) ** 2, axis=1))
+
+
+def change(xp: Any, new: Any, old: Any):
+    """Per-problem largest change of a log-potential (stopping criterion when unbalanced).
+
+    Entries that are -inf in both (zero weights) count as unchanged.
+    """
+    d = xp.where(xp.isfinite(new), xp.abs(new - old), xp.zeros_like(new))
+    return xp.max(d, axis=1) if d.shape[1] else xp.zeros(d.shape[:1], dtype=d.dtype)
