@@ -4,24 +4,26 @@ from __future__ import annotations
 from typing import Any
 
 from . import _validate
-from .backends import pick
+from .backends import pick, register
 from .distances import dist_batch
 from .result import OTResult, status_of
-from .solvers import proximal, sinkhorn, sinkhorn_log
+from .solvers import proximal, sinkhorn, sinkhorn_log, sinkhorn_stabilized
 
 __all__ = ["solve_batch", "solve_sample_batch", "loss_linear_batch", "loss_linear_samples_batch",
            "entropy_batch"]
 
 
-def _xlogy(xp: Any, x: Any, y: Any):
-    """``x * log(y)`` with 0 where ``x == 0`` (no NaN from empty cells)."""
-    safe = xp.where(x > 0, y, xp.ones_like(y))
-    return xp.where(x > 0, x * xp.log(safe), xp.zeros_like(x))
+def _xlogy_ratio(xp: Any, p: Any, q: Any):
+    """``p * log(p / q)`` with 0 where ``p == 0`` (no NaN from empty cells or zero weights)."""
+    pos = p > 0
+    one = xp.ones_like(p)
+    ratio = xp.where(pos, p, one) / xp.where(pos, q, one)
+    return xp.where(pos, p * xp.log(ratio), xp.zeros_like(p))
 
 
 def _kl_generalized(xp: Any, p: Any, q: Any, axes: tuple[int, ...]):
     """Generalised KL divergence ``sum p log(p/q) - p + q`` over ``axes``."""
-    return xp.sum(_xlogy(xp, p, p / q) - p + q, axis=axes)
+    return xp.sum(_xlogy_ratio(xp, p, q) - p + q, axis=axes)
 
 
 def entropy_batch(T: Any, nx: Any = None, eps: float = 1e-16) -> Any:
@@ -108,14 +110,14 @@ def loss_linear_samples_batch(X: Any, Y: Any, T: Any, metric: str = "sqeuclidean
     return loss_linear_batch(dist_batch(X, Y, metric=metric), T)
 
 
-def _run_solver(pb: _validate.LinearProblem):
+def _run_solver(pb: _validate.LinearProblem, log_module=sinkhorn_log):
     xp, ext = pb.xp, pb.ext
     loop = dict(grad=pb.grad, max_iter=pb.max_iter, tol=pb.tol, check_every=pb.check_every,
                 verbose=pb.verbose)
     if pb.method == "proximal":
         return proximal.solve(xp, ext, pb.M, pb.a, pb.b, pb.reg, inner_reg=pb.inner_reg,
                               inner_iter=pb.inner_iter, min_step=pb.min_step, **loop)
-    module = sinkhorn_log if pb.method == "log_sinkhorn" else sinkhorn
+    module = log_module if pb.method == "log_sinkhorn" else sinkhorn
     return module.solve(xp, ext, pb.M, pb.a, pb.b, pb.reg, reg_type=pb.reg_type,
                         unbalanced=pb.unbalanced, init=pb.potentials_init, **loop)
 
@@ -142,7 +144,7 @@ def _values(pb: _validate.LinearProblem, out):
         # POT ot.batch's objective: entropy is sum T log T; "kl" is KL(T | a b^T) without the
         # mass term (equal at unit mass).
         ref = a[:, :, None] * b[:, None, :] if pb.reg_type == "kl" else xp.ones_like(T)
-        value = value_linear + reg * xp.sum(_xlogy(xp, T, T / ref), axis=(1, 2))
+        value = value_linear + reg * xp.sum(_xlogy_ratio(xp, T, ref), axis=(1, 2))
     else:
         # The objective the unbalanced updates minimise: generalised KL everywhere.
         ref = a[:, :, None] * b[:, None, :] if pb.reg_type == "kl" else xp.ones_like(T)
@@ -167,13 +169,25 @@ def _values(pb: _validate.LinearProblem, out):
     return value, value_linear, out.plan if pb.grad != "detach" else ext.stop_gradient(out.plan)
 
 
-def _solve_generic(pb: _validate.LinearProblem) -> OTResult:
+def _solve_generic(pb: _validate.LinearProblem, log_module=sinkhorn_log) -> OTResult:
     xp, ext = pb.xp, pb.ext
-    out = _run_solver(pb)
+    out = _run_solver(pb, log_module)
     value, value_linear, plan = _values(pb, out)
     log = {"n_iter": out.n_iter, "converged": out.converged, "err": out.err}
     return OTResult(potentials=out.potentials, value=value, value_linear=value_linear,
                     plan=plan, log=log, backend=xp, status=status_of(out.converged, ext.to_numpy))
+
+
+def _on_cpu_eager(problem: _validate.LinearProblem) -> bool:
+    """Eager CPU arrays, where the stabilised solver's per-iteration range test is free."""
+    return (problem.method == "log_sinkhorn" and problem.grad in ("envelope", "detach")
+            and (problem.ext.name == "numpy"
+                 or (problem.ext.name == "torch" and problem.M.device.type == "cpu")))
+
+
+@register("solve_batch", "stabilized", accepts=_on_cpu_eager)
+def _solve_stabilized(pb: _validate.LinearProblem) -> OTResult:
+    return _solve_generic(pb, log_module=sinkhorn_stabilized)
 
 
 def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,

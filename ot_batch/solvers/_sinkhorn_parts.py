@@ -20,7 +20,7 @@ def log_kernel(xp: Any, M: Any, a: Any, b: Any, reg: float, reg_type: str, balan
     """
     logK = -M / reg
     if not balanced and reg_type == "kl":
-        logK = logK + xp.log(a)[:, :, None] + xp.log(b)[:, None, :]
+        logK = logK + safe_log(xp, a)[:, :, None] + safe_log(xp, b)[:, None, :]
     return logK
 
 
@@ -34,5 +34,14 @@ def change(xp: Any, new: Any, old: Any):
 
     Entries that are -inf in both (zero weights) count as unchanged.
     """
-    d = xp.where(xp.isfinite(new), xp.abs(new - old), xp.zeros_like(new))
+    fin = xp.isfinite(new) & xp.isfinite(old)
+    zero = xp.zeros_like(new)
+    d = xp.abs(xp.where(fin, new, zero) - xp.where(fin, old, zero))
     return xp.max(d, axis=1) if d.shape[1] else xp.zeros(d.shape[:1], dtype=d.dtype)
+
+
+def safe_log(xp: Any, w: Any):
+    """``log(w)`` with ``-inf`` for zero entries (zero weights), without a warning."""
+    pos = w > 0
+    return xp.where(pos, xp.log(xp.where(pos, w, xp.ones_like(w))),
+                    xp.full_like(w, -float("inf")))

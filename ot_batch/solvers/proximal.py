@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._common import SolverOutput, loop_inputs
-from ._sinkhorn_parts import marginal_error
+from ._sinkhorn_parts import marginal_error, safe_log
 
 
 def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float | None, *,
@@ -56,12 +56,12 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float | None, *,
     state0 = (xp.zeros((batch, n, m), dtype=M.dtype, device=dev),
               xp.zeros((batch, n), dtype=M.dtype, device=dev),
               xp.zeros((batch, m), dtype=M.dtype, device=dev))
-    data = (Ml, steps(Ml), xp.log(al), xp.log(bl))
+    data = (Ml, steps(Ml), safe_log(xp, al), safe_log(xp, bl))
     (logT, u, v), n_iter, converged, err = ext.iterate(
         step, error, data, state0, max_iter=max_iter, check_every=check_every, tol=tol,
         differentiable=grad == "autodiff", verbose=verbose)
     if grad == "last_step":
-        data = (M, data[1], xp.log(a), xp.log(b))
+        data = (M, data[1], safe_log(xp, a), safe_log(xp, b))
         logT, u, v = step(data, tuple(ext.stop_gradient(s) for s in (logT, u, v)))
     scale = (reg_ + data[1])[:, :, 0]
     return SolverOutput(xp.exp(logT), (u, v), (scale * u, scale * v), n_iter, converged, err)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._common import SolverOutput, loop_inputs
-from ._sinkhorn_parts import change, exponents, log_kernel, marginal_error
+from ._sinkhorn_parts import change, exponents, log_kernel, marginal_error, safe_log
 
 
 def _matvec(xp: Any, K: Any, x: Any):
@@ -42,8 +42,8 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
         if balanced:
             err = marginal_error(xp, u * Kv, a_)
         else:
-            err = xp.maximum(change(xp, xp.log(u_new), xp.log(u)),
-                             change(xp, xp.log(v_new), xp.log(v)))
+            err = xp.maximum(change(xp, safe_log(xp, u_new), safe_log(xp, u)),
+                             change(xp, safe_log(xp, v_new), safe_log(xp, v)))
         return u_new, v_new, err
 
     Ml, al, bl = loop_inputs(ext, grad, M, a, b)
@@ -63,4 +63,4 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
         data = data_of(M, a, b)
         u, v, _ = step(data, (ext.stop_gradient(u), ext.stop_gradient(v), err0))
     plan = u[:, :, None] * data[0] * v[:, None, :]
-    return SolverOutput(plan, (u, v), (reg * xp.log(u), reg * xp.log(v)), n_iter, converged, err)
+    return SolverOutput(plan, (u, v), (reg * safe_log(xp, u), reg * safe_log(xp, v)), n_iter, converged, err)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._common import SolverOutput, loop_inputs
-from ._sinkhorn_parts import change, exponents, log_kernel, marginal_error
+from ._sinkhorn_parts import change, exponents, log_kernel, marginal_error, safe_log
 
 
 def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: str = "entropy",
@@ -30,7 +30,7 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
     phi_a, phi_b = exponents(reg, unbalanced)
 
     def data_of(M_, a_, b_):
-        return (log_kernel(xp, M_, a_, b_, reg, reg_type, balanced), xp.log(a_), xp.log(b_), a_)
+        return (log_kernel(xp, M_, a_, b_, reg, reg_type, balanced), safe_log(xp, a_), safe_log(xp, b_), a_)
 
     def step(data, state):
         logK, loga, logb, a_ = data
