@@ -28,7 +28,7 @@ test: $(STAMP)
 
 # On a GPU machine (CuPy, torch CUDA, JAX GPU and Triton installed there).
 test-gpu:
-	$(PYTHON) -m pytest -q -m gpu
+	OT_BATCH_GPU=1 $(PYTHON) -m pytest -q -m gpu
 
 docs: $(VENV)/.docs
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html

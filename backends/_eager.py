@@ -28,6 +28,7 @@ def iterate(
     check_every: int,
     tol: float,
     verbose: bool = False,
+    start: int = 0,
 ):
     """Run ``state = step(data, state)`` until each problem's ``error`` is below ``tol``.
 
@@ -43,6 +44,8 @@ def iterate(
         (out of place, so autograd can follow it).
     to_numpy
         Host copy of a (B,) array: the one sync per ``check_every`` steps.
+    start
+        Iterations already done on ``state`` (checks stay at multiples of ``check_every``).
 
     Returns
     -------
@@ -57,9 +60,10 @@ def iterate(
     out = list(state)
     active = np.arange(batch)
     cur_data, cur = tuple(data), tuple(state)
-    it = 0
+    it = start
+    n_iter[:] = start
     while it < max_iter and active.size:
-        k = min(check_every, max_iter - it)
+        k = min(check_every - it % check_every, max_iter - it)
         for _ in range(k):
             cur = step(cur_data, cur)
         it += k

@@ -51,7 +51,7 @@ def _mask(active: Any, new: Any, old: Any):
 
 
 def iterate(step, error, data, state, *, max_iter, check_every, tol, differentiable=False,
-            verbose=False):
+            verbose=False, start=0):
     """Same contract as :func:`backends._eager.iterate`; returns JAX arrays."""
     data, state = tuple(data), tuple(state)
     batch = state[0].shape[0]
@@ -73,8 +73,8 @@ def iterate(step, error, data, state, *, max_iter, check_every, tol, differentia
 
     carry = (state, jnp.zeros(batch, jnp.int32), jnp.zeros(batch, bool),
              jnp.full(batch, jnp.inf, dtype=jnp.result_type(dtype, jnp.float32)),
-             jnp.asarray(0, jnp.int32))
-    if max_iter <= 0:
+             jnp.asarray(start, jnp.int32))
+    if max_iter <= start:
         cur, n_iter, conv, err, _ = carry
         return cur, n_iter, conv, err
     if differentiable:

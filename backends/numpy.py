@@ -34,6 +34,6 @@ _iterate = _numpy_like.make_iterate(xp, to_numpy)
 
 
 def iterate(step, error, data, state, *, max_iter, check_every, tol, differentiable=False,
-            verbose=False):
+            verbose=False, start=0):
     return _iterate(step, error, data, state, max_iter=max_iter, check_every=check_every,
-                    tol=tol, verbose=verbose)
+                    tol=tol, verbose=verbose, start=start)

@@ -42,7 +42,7 @@ def device_of(x: Any) -> str:
 
 
 def iterate(step, error, data, state, *, max_iter, check_every, tol, differentiable=False,
-            verbose=False):
+            verbose=False, start=0):
     return _eager.iterate(step, error, data, state, xp=xp, take=take, put=put,
                           to_numpy=to_numpy, max_iter=max_iter, check_every=check_every,
-                          tol=tol, verbose=verbose)
+                          tol=tol, verbose=verbose, start=start)

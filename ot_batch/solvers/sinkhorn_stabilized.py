@@ -88,12 +88,17 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
         g0 = xp.zeros((batch, m), dtype=M.dtype, device=dev)
     else:
         f0, g0 = (ext.stop_gradient(p) for p in init)
-    alpha, beta, Kt, ea, eb = absorb(logK, log_a, log_b, f0, g0)
+    # The first iteration is an exact log-domain update (it also forms Kt); it counts.
+    if max_iter > 0:
+        alpha, beta, Kt, ea, eb = absorb(logK, log_a, log_b, f0, g0)
+    else:
+        alpha, beta, Kt = f0, g0, xp.exp(logK + f0[:, :, None] + g0[:, None, :])
+        ea, eb = xp.ones_like(f0), xp.ones_like(g0)
     err0 = xp.full((batch,), math.inf, dtype=M.dtype, device=dev)
     state = (alpha, beta, Kt, xp.ones_like(alpha), xp.ones_like(beta), ea, eb, err0)
     (alpha, beta, Kt, u, v, _, _, _), n_iter, converged, err = ext.iterate(
         step, lambda d, s: s[7], (logK, log_a, log_b, al, bl), state, max_iter=max_iter,
-        check_every=check_every, tol=tol, verbose=verbose)
+        check_every=check_every, tol=tol, verbose=verbose, start=min(max_iter, 1))
     plan = Kt * u[:, :, None] * v[:, None, :]
     fu, gv = alpha + safe_log(xp, u), beta + safe_log(xp, v)
     return SolverOutput(plan, (fu, gv), (reg * fu, reg * gv), n_iter, converged, err)
