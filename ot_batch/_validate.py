@@ -137,7 +137,8 @@ def unbalanced_pair(unbalanced: Any) -> tuple[float, float] | None:
     out = []
     for side in pair:
         if not isinstance(side, Real) or isinstance(side, bool) or not side > 0:
-            raise ValueError(f"unbalanced weights must be numbers > 0 (inf allowed), got {unbalanced!r}")
+            raise ValueError("unbalanced weights must be numbers > 0 (inf allowed), "
+                             f"got {unbalanced!r}")
         out.append(float(side))
     if math.isinf(out[0]) and math.isinf(out[1]):
         return None

@@ -78,7 +78,7 @@ def bregman_projection_batch(K: Any, a: Any = None, b: Any = None, nx: Any = Non
 def bregman_log_projection_batch(K: Any, a: Any = None, b: Any = None, nx: Any = None,
                                  max_iter: int = 10000, tol: float = 1e-5,
                                  grad: str = "detach") -> dict:
-    r"""Project each :math:`\exp(K_b)` on the plans with marginals ``a_b``, ``b_b``, in the log domain.
+    r"""Project each :math:`\exp(K_b)` on the plans with marginals ``a_b``, ``b_b`` (log domain).
 
     Parameters
     ----------

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ._common import loop_inputs
+
 
 def exponents(reg: float, unbalanced: tuple[float, float] | None) -> tuple[float, float]:
     """Exponents tau / (tau + reg) of the unbalanced updates (1 on a balanced side)."""
@@ -45,3 +47,31 @@ def safe_log(xp: Any, w: Any):
     pos = w > 0
     return xp.where(pos, xp.log(xp.where(pos, w, xp.ones_like(w))),
                     xp.full_like(w, -float("inf")))
+
+
+def run(xp: Any, ext: Any, step: Any, data_of: Any, M: Any, a: Any, b: Any, *, fill: float,
+        init: Any, grad: str, max_iter: int, tol: float, check_every: int, verbose: bool):
+    """Drive a Sinkhorn ``step`` over state ``(u, v, err)``, the loop and ``last_step`` included.
+
+    ``data_of(M, a, b)`` builds the step's data; ``fill`` is the starting potential (0 for
+    log-scalings, 1 for scalings) when ``init`` is None. Returns
+    ``(data, u, v, n_iter, converged, err)`` with ``data`` the arrays the plan is formed from
+    (attached to the inputs for ``grad="last_step"``).
+    """
+    Ml, al, bl = loop_inputs(ext, grad, M, a, b)
+    data = data_of(Ml, al, bl)
+    batch, n, m = M.shape
+    dev = getattr(M, "device", None)
+    if init is None:
+        u0 = xp.full((batch, n), fill, dtype=M.dtype, device=dev)
+        v0 = xp.full((batch, m), fill, dtype=M.dtype, device=dev)
+    else:
+        u0, v0 = (ext.stop_gradient(p) for p in init)
+    err0 = xp.full((batch,), float("inf"), dtype=M.dtype, device=dev)
+    (u, v, _), n_iter, converged, err = ext.iterate(
+        step, lambda d, s: s[2], data, (u0, v0, err0), max_iter=max_iter,
+        check_every=check_every, tol=tol, differentiable=grad == "autodiff", verbose=verbose)
+    if grad == "last_step":  # one more update with gradients attached
+        data = data_of(M, a, b)
+        u, v, _ = step(data, (ext.stop_gradient(u), ext.stop_gradient(v), err0))
+    return data, u, v, n_iter, converged, err

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import SolverOutput, loop_inputs
-from ._sinkhorn_parts import change, exponents, log_kernel, marginal_error, safe_log
+from ._common import SolverOutput
+from ._sinkhorn_parts import change, exponents, log_kernel, marginal_error, safe_log, run
 
 
 def _matvec(xp: Any, K: Any, x: Any):
@@ -46,21 +46,9 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
                              change(xp, safe_log(xp, v_new), safe_log(xp, v)))
         return u_new, v_new, err
 
-    Ml, al, bl = loop_inputs(ext, grad, M, a, b)
-    data = data_of(Ml, al, bl)
-    batch, n, m = M.shape
-    dev = getattr(M, "device", None)
-    if init is None:
-        u0 = xp.ones((batch, n), dtype=M.dtype, device=dev)
-        v0 = xp.ones((batch, m), dtype=M.dtype, device=dev)
-    else:
-        u0, v0 = (ext.stop_gradient(p) for p in init)
-    err0 = xp.full((batch,), float("inf"), dtype=M.dtype, device=dev)
-    (u, v, _), n_iter, converged, err = ext.iterate(
-        step, lambda d, s: s[2], data, (u0, v0, err0), max_iter=max_iter,
-        check_every=check_every, tol=tol, differentiable=grad == "autodiff", verbose=verbose)
-    if grad == "last_step":
-        data = data_of(M, a, b)
-        u, v, _ = step(data, (ext.stop_gradient(u), ext.stop_gradient(v), err0))
+    data, u, v, n_iter, converged, err = run(
+        xp, ext, step, data_of, M, a, b, fill=1.0, init=init, grad=grad, max_iter=max_iter,
+        tol=tol, check_every=check_every, verbose=verbose)
     plan = u[:, :, None] * data[0] * v[:, None, :]
-    return SolverOutput(plan, (u, v), (reg * safe_log(xp, u), reg * safe_log(xp, v)), n_iter, converged, err)
+    dual = (reg * safe_log(xp, u), reg * safe_log(xp, v))
+    return SolverOutput(plan, (u, v), dual, n_iter, converged, err)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import SolverOutput, loop_inputs
-from ._sinkhorn_parts import change, exponents, log_kernel, marginal_error, safe_log
+from ._common import SolverOutput
+from ._sinkhorn_parts import change, exponents, log_kernel, marginal_error, safe_log, run
 
 
 def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: str = "entropy",
@@ -30,7 +30,8 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
     phi_a, phi_b = exponents(reg, unbalanced)
 
     def data_of(M_, a_, b_):
-        return (log_kernel(xp, M_, a_, b_, reg, reg_type, balanced), safe_log(xp, a_), safe_log(xp, b_), a_)
+        logK = log_kernel(xp, M_, a_, b_, reg, reg_type, balanced)
+        return logK, safe_log(xp, a_), safe_log(xp, b_), a_
 
     def step(data, state):
         logK, loga, logb, a_ = data
@@ -44,21 +45,8 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
             err = xp.maximum(change(xp, u_new, u), change(xp, v_new, v))
         return u_new, v_new, err
 
-    Ml, al, bl = loop_inputs(ext, grad, M, a, b)
-    data = data_of(Ml, al, bl)
-    batch, n, m = M.shape
-    dev = getattr(M, "device", None)
-    if init is None:
-        u0 = xp.zeros((batch, n), dtype=M.dtype, device=dev)
-        v0 = xp.zeros((batch, m), dtype=M.dtype, device=dev)
-    else:
-        u0, v0 = (ext.stop_gradient(p) for p in init)
-    err0 = xp.full((batch,), float("inf"), dtype=M.dtype, device=dev)
-    (u, v, _), n_iter, converged, err = ext.iterate(
-        step, lambda d, s: s[2], data, (u0, v0, err0), max_iter=max_iter,
-        check_every=check_every, tol=tol, differentiable=grad == "autodiff", verbose=verbose)
-    if grad == "last_step":  # one more update with gradients attached
-        data = data_of(M, a, b)
-        u, v, _ = step(data, (ext.stop_gradient(u), ext.stop_gradient(v), err0))
+    data, u, v, n_iter, converged, err = run(
+        xp, ext, step, data_of, M, a, b, fill=0.0, init=init, grad=grad, max_iter=max_iter,
+        tol=tol, check_every=check_every, verbose=verbose)
     plan = xp.exp(data[0] + u[:, :, None] + v[:, None, :])
     return SolverOutput(plan, (u, v), (reg * u, reg * v), n_iter, converged, err)

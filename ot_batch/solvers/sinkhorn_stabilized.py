@@ -78,7 +78,8 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
         if bool(in_range):
             return alpha, beta, Kt, u_new, v_new, ea, eb, err
         # Absorb from the last in-range potentials: exact log-domain update, fresh kernel.
-        alpha, beta, Kt, ea, eb = absorb(logK_, loga, logb, alpha + safe_log(xp, u), beta + safe_log(xp, v))
+        f, g = alpha + safe_log(xp, u), beta + safe_log(xp, v)
+        alpha, beta, Kt, ea, eb = absorb(logK_, loga, logb, f, g)
         return alpha, beta, Kt, xp.ones_like(u), xp.ones_like(v), ea, eb, err
 
     batch, n, m = M.shape
