@@ -12,6 +12,9 @@ module here provides under the same names:
     the value of ``x`` with no gradient flowing back (identity where there is no autodiff).
 ``iterate(step, error, data, state, *, max_iter, check_every, tol, differentiable, verbose)``
     the fixed-point loop with per-problem convergence (see :func:`backends._eager.iterate`).
+``compile(fn)``
+    ``fn(*arrays, static=options)`` compiled once per set of options (``jax.jit``), or ``fn``
+    itself for eager libraries.
 ``to_numpy(x)``, ``is_tracer(x)``, ``device_of(x)``
     host copies for checks, "is this a traced value" (JAX under ``jit``), the array's device.
 

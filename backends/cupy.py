@@ -23,6 +23,11 @@ def to_numpy(x: Any) -> np.ndarray:
     return cupy.asnumpy(x)
 
 
+def compile(fn):
+    """Eager library: run ``fn`` as it is (see :func:`backends.jax.compile`)."""
+    return fn
+
+
 def is_tracer(x: Any) -> bool:
     return False
 

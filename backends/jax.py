@@ -7,6 +7,7 @@ the loop is a ``fori_loop`` of static length (lowered to ``scan``), still masked
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -35,6 +36,13 @@ def put(x: Any, idx: Any, rows: Any):
 
 def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
+
+
+@functools.lru_cache(maxsize=None)
+def compile(fn):
+    """``fn(*arrays, static=...)`` as one cached ``jax.jit``: a solver's loop is traced and
+    compiled once per shape and set of options, not at every eager call."""
+    return jax.jit(fn, static_argnames=("static",))
 
 
 def is_tracer(x: Any) -> bool:

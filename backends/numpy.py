@@ -22,6 +22,11 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def compile(fn):
+    """Eager library: run ``fn`` as it is (see :func:`backends.jax.compile`)."""
+    return fn
+
+
 def is_tracer(x: Any) -> bool:
     return False
 

@@ -33,6 +33,11 @@ def to_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy()
 
 
+def compile(fn):
+    """Eager library: run ``fn`` as it is (see :func:`backends.jax.compile`)."""
+    return fn
+
+
 def is_tracer(x: Any) -> bool:
     return False
 

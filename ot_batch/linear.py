@@ -1,6 +1,7 @@
 """Batched linear OT, POT's ``ot.batch`` API: ``solve_batch``, ``solve_sample_batch``, losses."""
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from . import _validate
@@ -13,17 +14,21 @@ __all__ = ["solve_batch", "solve_sample_batch", "loss_linear_batch", "loss_linea
            "entropy_batch"]
 
 
-def _xlogy_ratio(xp: Any, p: Any, q: Any):
-    """``p * log(p / q)`` with 0 where ``p == 0`` (no NaN from empty cells or zero weights)."""
+def _xlogy_ratio(xp: Any, p: Any, q: Any = None):
+    """``p * log(p / q)`` (``q`` None means 1) with 0 where ``p == 0``: no NaN from empty cells
+    or zero weights."""
     pos = p > 0
     one = xp.ones_like(p)
-    ratio = xp.where(pos, p, one) / xp.where(pos, q, one)
+    ratio = xp.where(pos, p, one)
+    if q is not None:
+        ratio = ratio / xp.where(pos, q, one)
     return xp.where(pos, p * xp.log(ratio), xp.zeros_like(p))
 
 
 def _kl_generalized(xp: Any, p: Any, q: Any, axes: tuple[int, ...]):
-    """Generalised KL divergence ``sum p log(p/q) - p + q`` over ``axes``."""
-    return xp.sum(_xlogy_ratio(xp, p, q) - p + q, axis=axes)
+    """Generalised KL divergence ``sum p log(p/q) - p + q`` over ``axes`` (``q`` None: 1)."""
+    extra = 1.0 if q is None else q
+    return xp.sum(_xlogy_ratio(xp, p, q) - p + extra, axis=axes)
 
 
 def entropy_batch(T: Any, nx: Any = None, eps: float = 1e-16) -> Any:
@@ -143,18 +148,21 @@ def _values(pb: _validate.LinearProblem, out):
     elif pb.unbalanced is None:
         # POT ot.batch's objective: entropy is sum T log T; "kl" is KL(T | a b^T) without the
         # mass term (equal at unit mass).
-        ref = a[:, :, None] * b[:, None, :] if pb.reg_type == "kl" else xp.ones_like(T)
+        ref = a[:, :, None] * b[:, None, :] if pb.reg_type == "kl" else None
         value = value_linear + reg * xp.sum(_xlogy_ratio(xp, T, ref), axis=(1, 2))
     else:
         # The objective the unbalanced updates minimise: generalised KL everywhere.
-        ref = a[:, :, None] * b[:, None, :] if pb.reg_type == "kl" else xp.ones_like(T)
+        ref = a[:, :, None] * b[:, None, :] if pb.reg_type == "kl" else None
         value = value_linear + reg * _kl_generalized(xp, T, ref, (1, 2))
         for tau, marg, w in ((pb.unbalanced[0], xp.sum(T, axis=2), a),
                              (pb.unbalanced[1], xp.sum(T, axis=1), b)):
             if tau != float("inf"):
                 value = value + tau * _kl_generalized(xp, marg, w, (1,))
     if pb.grad == "envelope" and pb.unbalanced is None and out.dual is not None:
-        # Multipliers of the marginal constraints: f_i + g_j = dual_u + dual_v + reg(1 - ...).
+        # Multipliers of the marginal constraints. Stationarity of the Lagrangian gives
+        # f_i + g_j = dual_u_i + dual_v_j + reg (entropy), minus reg (log a_i + log b_j) for
+        # "kl"; the reg is split evenly (any split is a valid gradient on equal-mass directions,
+        # this one is also exact for scaling a and b together).
         du, dv = (ext.stop_gradient(d) for d in out.dual)
         if reg is not None:
             shift = reg / 2
@@ -169,13 +177,26 @@ def _values(pb: _validate.LinearProblem, out):
     return value, value_linear, out.plan if pb.grad != "detach" else ext.stop_gradient(out.plan)
 
 
-def _solve_generic(pb: _validate.LinearProblem, log_module=sinkhorn_log) -> OTResult:
-    xp, ext = pb.xp, pb.ext
+_ARRAYS = ("M", "a", "b", "potentials_init")
+
+
+def _solve_arrays(M, a, b, potentials_init, static):
+    """Solve and form the values from arrays and hashable options (compiled once under JAX)."""
+    log_module, options = static
+    pb = _validate.LinearProblem(M=M, a=a, b=b, potentials_init=potentials_init, **dict(options))
     out = _run_solver(pb, log_module)
     value, value_linear, plan = _values(pb, out)
-    log = {"n_iter": out.n_iter, "converged": out.converged, "err": out.err}
-    return OTResult(potentials=out.potentials, value=value, value_linear=value_linear,
-                    plan=plan, log=log, backend=xp, status=status_of(out.converged, ext.to_numpy))
+    return value, value_linear, plan, out.potentials, out.n_iter, out.converged, out.err
+
+
+def _solve_generic(pb: _validate.LinearProblem, log_module=sinkhorn_log) -> OTResult:
+    xp, ext = pb.xp, pb.ext
+    options = tuple((f.name, getattr(pb, f.name)) for f in fields(pb) if f.name not in _ARRAYS)
+    value, value_linear, plan, potentials, n_iter, converged, err = ext.compile(_solve_arrays)(
+        pb.M, pb.a, pb.b, pb.potentials_init, static=(log_module, options))
+    log = {"n_iter": n_iter, "converged": converged, "err": err}
+    return OTResult(potentials=potentials, value=value, value_linear=value_linear, plan=plan,
+                    log=log, backend=xp, status=status_of(converged, ext.to_numpy))
 
 
 def _on_cpu_eager(problem: _validate.LinearProblem) -> bool:
