@@ -9,6 +9,8 @@ from .bregman import (bregman_log_projection_batch, bregman_projection_batch,
 from .distances import dist_batch
 from .linear import (entropy_batch, loss_linear_batch, loss_linear_samples_batch, solve_batch,
                      solve_sample_batch)
+from .quadratic import (loss_quadratic_batch, loss_quadratic_samples_batch, pad_batch,
+                        solve_gromov_batch, tensor_batch)
 from .result import OTResult
 
 __version__ = "0.1.0"
@@ -21,7 +23,12 @@ __all__ = [
     "entropy_batch",
     "loss_linear_batch",
     "loss_linear_samples_batch",
+    "loss_quadratic_batch",
+    "loss_quadratic_samples_batch",
+    "pad_batch",
     "proximal_bregman_log_plan_batch",
     "solve_batch",
+    "solve_gromov_batch",
     "solve_sample_batch",
+    "tensor_batch",
 ]

@@ -226,3 +226,182 @@ def points(X1: Any, X2: Any, metric: str, p: Any):
         if bool(xp.any(X1 < 0)) or bool(xp.any(X2 < 0)):
             raise ValueError("metric='kl' needs non-negative X1 and X2 (histograms)")
     return xp, ext, X1, X2, metric, p
+
+
+GW_GRADS = ("envelope", "autodiff", "detach")
+
+
+@dataclass
+class QuadraticProblem:
+    """A checked ``solve_gromov_batch`` call (or the inputs of a quadratic loss)."""
+
+    xp: Any
+    ext: Any
+    Ca: Any
+    Cb: Any
+    a: Any
+    b: Any
+    loss: str
+    symmetric: bool
+    logits: bool
+    M: Any = None
+    alpha: Any = None
+
+
+def _square(arg: str, C: Any, xp, ext) -> None:
+    if C is None:
+        raise TypeError(f"{arg} must be an array of shape (B, n, n) or (B, n, n, d), got None")
+    if C.ndim not in (3, 4) or C.shape[1] != C.shape[2]:
+        raise ValueError(f"{arg} must have shape (B, n, n) or (B, n, n, d) (square in its "
+                         f"middle axes), got shape {tuple(C.shape)}")
+    _check_float(arg, C, xp)
+    _check_finite(arg, C, xp, ext)
+
+
+def _is_symmetric(C: Any, xp, ext):
+    """(B,) booleans: ``C`` equals its transpose to 1e-10 (POT's test)."""
+    Ct = xp.permute_dims(C, (0, 2, 1) if C.ndim == 3 else (0, 2, 1, 3))
+    close = xp.abs(C - Ct) <= 1e-10 + 1e-5 * xp.abs(Ct)
+    return xp.all(xp.reshape(close, (C.shape[0], -1)), axis=1)
+
+
+def quadratic_inputs(Ca, Cb, a, b, loss, symmetric, logits, M=None, alpha=None, T=None,
+                     require_alpha_with_m=False) -> QuadraticProblem:
+    """Check the arrays and options shared by the quadratic solver and losses."""
+    from .solvers.gromov_cost import LOSSES
+    xp, ext = namespace(Ca=Ca, Cb=Cb, a=a, b=b, M=M, T=T)
+    _square("Ca", Ca, xp, ext)
+    _square("Cb", Cb, xp, ext)
+    if Ca.ndim != Cb.ndim or Ca.shape[0] != Cb.shape[0]:
+        raise ValueError("Ca and Cb must both be (B, n, n) / (B, m, m) or both "
+                         f"(B, n, n, d) / (B, m, m, d), got {tuple(Ca.shape)} and "
+                         f"{tuple(Cb.shape)}")
+    if Ca.ndim == 4 and Ca.shape[3] != Cb.shape[3]:
+        raise ValueError(f"Ca and Cb must have the same number of edge features, got "
+                         f"{Ca.shape[3]} and {Cb.shape[3]}")
+    if Ca.dtype != Cb.dtype:
+        raise TypeError(f"Ca and Cb must have the same dtype, got {Ca.dtype} and {Cb.dtype}")
+    if not isinstance(loss, str) or loss.lower() not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid values are {sorted(LOSSES)}")
+    loss = LOSSES[loss.lower()]
+    if logits not in (None, True, False):
+        raise ValueError(f"logits must be None, True or False, got {logits!r}")
+    if logits and (loss != "kl" or Ca.ndim != 4):
+        raise ValueError("logits=True applies to loss='kl' on edge features (B, n, n, d) only")
+    if loss == "kl" and not _traced(ext, Ca, Cb):
+        for arg, C, need in (("Ca", Ca, not logits), ("Cb", Cb, True)):
+            if need and bool(xp.any(C < 0)):
+                raise ValueError(f"loss='kl' needs non-negative {arg}")
+    batch, n, m = Ca.shape[0], Ca.shape[1], Cb.shape[1]
+    a = weights("a", a, (batch, n), Ca, xp, ext)
+    b = weights("b", b, (batch, m), Ca, xp, ext)
+    if symmetric is None:
+        if _traced(ext, Ca, Cb):
+            symmetric = False  # cannot look at traced values; the general form is exact too
+        else:
+            symmetric = bool(xp.all(_is_symmetric(Ca, xp, ext))
+                             and xp.all(_is_symmetric(Cb, xp, ext)))
+    elif symmetric is True or symmetric is False:
+        if symmetric and not _traced(ext, Ca, Cb):
+            for arg, C in (("Ca", Ca), ("Cb", Cb)):
+                bad = ~_is_symmetric(C, xp, ext)
+                if bool(xp.any(bad)):
+                    raise ValueError(f"symmetric=True but {arg} is not symmetric (problems "
+                                     f"{_bad_problems(xp, ext, bad)}); pass symmetric=False "
+                                     "or None")
+    else:
+        raise ValueError(f"symmetric must be None, True or False, got {symmetric!r}")
+    if M is not None:
+        if tuple(M.shape) != (batch, n, m):
+            raise ValueError(f"M must have shape {(batch, n, m)}, got {tuple(M.shape)}")
+        _check_float("M", M, xp)
+        _check_finite("M", M, xp, ext)
+        M = xp.astype(M, Ca.dtype) if M.dtype != Ca.dtype else M
+    alpha = _alpha(alpha, M, batch, Ca, xp, ext, require_alpha_with_m)
+    return QuadraticProblem(xp, ext, Ca, Cb, a, b, loss, bool(symmetric), bool(logits), M,
+                            alpha)
+
+
+def _alpha(alpha, M, batch, like, xp, ext, strict):
+    """``alpha`` as a (B,) array: 1 for plain GW, 0.5 by default for fused GW (POT)."""
+    dev = getattr(like, "device", None)
+    if M is None:
+        if alpha is not None:
+            raise ValueError("alpha weights the linear term of fused GW: it needs M")
+        return xp.ones((batch,), dtype=like.dtype, device=dev)
+    if alpha is None:
+        alpha = 0.5
+    if isinstance(alpha, (list, tuple)):
+        alpha = xp.asarray(alpha, dtype=like.dtype, device=dev)
+    if isinstance(alpha, Real) and not isinstance(alpha, bool):
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        return xp.full((batch,), float(alpha), dtype=like.dtype, device=dev)
+    if not hasattr(alpha, "shape"):
+        raise TypeError(f"alpha must be a number or an array of shape ({batch},), "
+                        f"got {type(alpha).__name__}")
+    namespace(Ca=like, alpha=alpha)
+    if alpha.ndim == 0:
+        alpha = xp.reshape(alpha, (1,)) * xp.ones((batch,), dtype=like.dtype, device=dev)
+    if tuple(alpha.shape) != (batch,):
+        raise ValueError(f"alpha must be a number or have shape ({batch},), "
+                         f"got {tuple(alpha.shape)}")
+    alpha = xp.astype(alpha, like.dtype)
+    if not _traced(ext, alpha) and bool(xp.any((alpha < 0) | (alpha > 1))):
+        raise ValueError("alpha must be in [0, 1]")
+    return alpha
+
+
+@dataclass
+class GromovProblem:
+    """A checked ``solve_gromov_batch`` call."""
+
+    quad: QuadraticProblem
+    reg: float
+    T_init: Any
+    max_iter: int
+    tol: float
+    max_iter_inner: int
+    tol_inner: float
+    grad: str
+    overrelaxation: float
+    check_every: int
+    verbose: bool
+    n_init: int = 1
+    seed: int = 0
+    finish_steps: int = 2
+
+
+def gromov_problem(Ca, Cb, reg, a, b, loss, symmetric, M, alpha, T_init, max_iter, tol,
+                   max_iter_inner, tol_inner, grad, logits, overrelaxation, check_every,
+                   verbose, n_init=1, seed=0, finish_steps=2) -> GromovProblem:
+    """Check every argument of ``solve_gromov_batch``."""
+    if reg is None or (isinstance(reg, Real) and not isinstance(reg, bool) and reg == 0):
+        raise ValueError(f"reg must be a finite number > 0 (the proximal step), got {reg!r}")
+    if hasattr(reg, "shape") and getattr(reg, "ndim", 1) == 0:
+        reg = float(reg)
+    reg = nonneg_float("reg", reg, strict=True)
+    quad = quadratic_inputs(Ca, Cb, a, b, loss, symmetric, logits, M=M, alpha=alpha, T=T_init)
+    xp, ext = quad.xp, quad.ext
+    batch, n, m = quad.Ca.shape[0], quad.Ca.shape[1], quad.Cb.shape[1]
+    if batch:
+        equal_mass(quad.a, quad.b, xp, ext)
+    if T_init is not None:
+        if tuple(T_init.shape) != (batch, n, m):
+            raise ValueError(f"T_init must have shape {(batch, n, m)}, "
+                             f"got {tuple(T_init.shape)}")
+        _check_float("T_init", T_init, xp)
+        _check_finite("T_init", T_init, xp, ext)
+        T_init = xp.astype(T_init, Ca.dtype) if T_init.dtype != Ca.dtype else T_init
+        if not _traced(ext, T_init) and bool(xp.any(T_init < 0)):
+            raise ValueError("T_init must be non-negative")
+    grad = "detach" if grad is None else choice("grad", grad, GW_GRADS)
+    omega = nonneg_float("overrelaxation", overrelaxation, strict=True)
+    if not 1 <= omega < 2:
+        raise ValueError(f"overrelaxation must be in [1, 2), got {overrelaxation!r}")
+    return GromovProblem(quad, reg, T_init, positive_int("max_iter", max_iter, minimum=0),
+                         nonneg_float("tol", tol), positive_int("max_iter_inner", max_iter_inner),
+                         nonneg_float("tol_inner", tol_inner), grad, omega,
+                         positive_int("check_every", check_every), bool(verbose),
+                         positive_int("n_init", n_init), positive_int("seed", seed, minimum=0),
+                         positive_int("finish_steps", finish_steps, minimum=0))

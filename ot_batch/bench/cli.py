@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Side-by-side timings of ot_batch against its peers. Timings are "
                     "reported, never asserted.")
     sub = parser.add_subparsers(dest="suite", metavar="SUITE")
+    sub.add_parser("gromov", add_help=False,
+                   help="batched Gromov-Wasserstein vs POT's batch (same device) and a loop of "
+                        "ot.solve_gromov (CPU); see python -m ot_batch.bench gromov --help")
     for suite in SUITES.values():
         p = sub.add_parser(suite.name, help=suite.help, description=suite.help)
         p.add_argument("--engines", type=_names, default=list(suite.engines),
@@ -55,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gromov"]:  # its own engines and outputs (objectives, not value_linear)
+        from . import gromov
+        return gromov.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.suite is None:

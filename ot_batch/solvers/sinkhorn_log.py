@@ -7,6 +7,11 @@ Iterates on the log-scalings ``(u, v)`` of the kernel ``K = -M / reg``::
 
 with ``phi = tau / (tau + reg)`` for a KL-relaxed marginal (1 when balanced). The plan is
 ``exp(K + u + v)``. Never overflows, whatever ``reg``.
+
+``omega > 1`` over-relaxes each update of a balanced problem,
+``u <- (1 - omega) u + omega u_sinkhorn`` (Thibault et al. 2017), while its marginal error
+falls: on sharp kernels (small ``reg`` against the spread of the cost, as in the proximal
+steps of Gromov-Wasserstein) it needs several times fewer iterations.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from ._sinkhorn_parts import change, exponents, log_kernel, marginal_error, safe
 def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: str = "entropy",
           unbalanced: tuple[float, float] | None = None, init: tuple[Any, Any] | None = None,
           grad: str = "envelope", max_iter: int = 1000, tol: float = 1e-5,
-          check_every: int = 10, verbose: bool = False) -> SolverOutput:
+          check_every: int = 10, verbose: bool = False, omega: float = 1.0) -> SolverOutput:
     """Solve every problem of the batch; see the module docstring.
 
     ``init`` are starting log-scalings (shapes (B, n) and (B, m)). The error of a balanced
@@ -31,17 +36,27 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
 
     def data_of(M_, a_, b_):
         logK = log_kernel(xp, M_, a_, b_, reg, reg_type, balanced)
-        return logK, safe_log(xp, a_), safe_log(xp, b_), a_
+        return logK, safe_log(xp, a_), safe_log(xp, b_), a_, b_
+
+    def relax(old, new, ok, pos):
+        if omega == 1.0 or not balanced:
+            return new
+        # zero weights keep their -inf potential (inf - inf would be NaN)
+        return xp.where(ok[:, None] & pos, (1 - omega) * old + omega * new, new)
 
     def step(data, state):
-        logK, loga, logb, a_ = data
-        u, v, _ = state
+        logK, loga, logb, a_, b_ = data
+        u, v, prev = state
         lse = ext.logsumexp(logK + v[:, None, :], axis=2)
-        u_new = phi_a * (loga - lse)
-        v_new = phi_b * (logb - ext.logsumexp(logK + u_new[:, :, None], axis=1))
         if balanced:  # row sums of the plan (u, v), read off this update
-            err = marginal_error(xp, xp.exp(u + lse), a_)
-        else:
+            err = marginal_error(xp, xp.exp(xp.minimum(u + lse, xp.full_like(lse, 30.0))), a_)
+        # over-relax only while the error falls: the first update of a problem and any update
+        # after a rise are plain Sinkhorn steps, so over-relaxation cannot run away
+        ok = (err <= prev) if balanced else None
+        u_new = relax(u, phi_a * (loga - lse), ok, a_ > 0)
+        v_new = relax(v, phi_b * (logb - ext.logsumexp(logK + u_new[:, :, None], axis=1)), ok,
+                      b_ > 0)
+        if not balanced:
             err = xp.maximum(change(xp, u_new, u), change(xp, v_new, v))
         return u_new, v_new, err
 

@@ -1,0 +1,94 @@
+"""Batched (fused) Gromov-Wasserstein by proximal steps, with per-problem convergence.
+
+Each outer step is a mirror-descent (KL-proximal) step on the objective
+``F(T) = (1 - alpha) <M, T> + alpha <L x T, T>`` (Xu, Luo and Carin 2019)::
+
+    G_k     = (1 - alpha) M + 2 alpha L x T_k                  (gradient of F at T_k)
+    T_{k+1} = argmin_{T in Pi(a, b)} <G_k, T> + reg KL(T | T_k)
+
+an entropic OT problem with log-kernel ``-G_k / reg + log T_k``, solved by the log-domain
+Sinkhorn of :mod:`.sinkhorn_log`. What differs from POT's ``ot.batch.solve_gromov_batch``, and
+why the objectives end lower:
+
+- the inner solve is warm-started with the previous step's scalings and over-relaxed: the
+  kernels are sharp (``reg`` is small against the spread of ``G``), where plain Sinkhorn
+  crawls and a capped inner loop leaves the marginals off, which the next step inherits;
+- each problem stops on its own, when the relative change of its objective or the total
+  variation of its plan change falls below ``tol`` (POT compares the batch's largest mean
+  absolute entry change with ``tol``; entries are about 1 / (n m), so at n = 256 it stops
+  after one step);
+- the last plan is rounded onto the marginals (:mod:`.rounding`), so ``T 1 = a`` and
+  ``T^T 1 = b`` hold to round-off.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import gromov_cost, sinkhorn_log
+from ._sinkhorn_parts import safe_log
+from .rounding import round_to_marginals
+
+
+@dataclass
+class GromovOutput:
+    plan: Any
+    potentials: tuple[Any, Any]
+    n_iter: Any
+    converged: Any
+    err: Any
+    n_iter_inner: Any
+
+
+def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
+          b: Any, reg: float, T_init: Any, *, max_iter: int, tol: float, max_iter_inner: int,
+          tol_inner: float, grad: str, omega: float, check_every_inner: int,
+          verbose: bool) -> GromovOutput:
+    """Run the proximal steps; see the module docstring.
+
+    ``cost`` holds the decomposed loss; ``M`` (B, n, m) or None and ``alpha`` (B,) weight the
+    linear part. ``grad="autodiff"`` keeps the graph through every step; otherwise the loop
+    runs on detached inputs.
+    """
+    fused = M is not None
+    parts = (cost.fCa, cost.fCb, cost.hCa, cost.hCb)
+    data = parts + (alpha, a, b) + ((M,) if fused else ())
+    if grad != "autodiff":
+        data = tuple(ext.stop_gradient(x) for x in data)
+        T_init = ext.stop_gradient(T_init)
+    inner_grad = "autodiff" if grad == "autodiff" else "detach"
+    dtype, dev = a.dtype, getattr(a, "device", None)
+    batch, n, m = T_init.shape
+
+    def step(d, state):
+        fCa, fCb, hCa, hCb, al, a_, b_ = d[:7]
+        T, du, dv, f_prev, _, n_inner = state
+        c = gromov_cost.QuadraticCost(fCa, fCb, hCa, hCb, cost.symmetric)
+        LT = gromov_cost.product(xp, c, T, a_, b_)
+        al3 = al[:, None, None]
+        G = 2 * al3 * LT
+        f = al * xp.sum(LT * T, axis=(1, 2))
+        if fused:
+            G = G + (1 - al3) * d[7]
+            f = f + (1 - al) * xp.sum(d[7] * T, axis=(1, 2))
+        inner = sinkhorn_log.solve(
+            xp, ext, G - reg * safe_log(xp, T), a_, b_, reg, init=(du, dv), grad=inner_grad,
+            max_iter=max_iter_inner, tol=tol_inner, check_every=check_every_inner,
+            omega=omega)
+        T_new = inner.plan
+        scale = xp.maximum(xp.abs(f), xp.full_like(f, float(xp.finfo(dtype).smallest_normal)))
+        rel = xp.abs(f - f_prev) / scale
+        tv = xp.sum(xp.abs(T_new - T), axis=(1, 2)) / xp.sum(a_, axis=1)
+        err = xp.where(xp.isnan(rel), tv, xp.minimum(rel, tv))
+        u, v = inner.potentials
+        return T_new, u, v, f, err, n_inner + xp.astype(inner.n_iter, n_inner.dtype)
+
+    inf = xp.full((batch,), float("inf"), dtype=dtype, device=dev)
+    state = (T_init, xp.zeros((batch, n), dtype=dtype, device=dev),
+             xp.zeros((batch, m), dtype=dtype, device=dev), inf, inf,
+             xp.zeros((batch,), dtype=xp.int32, device=dev))
+    (T, u, v, _, _, n_inner), n_iter, converged, err = ext.iterate(
+        step, lambda d, s: s[4], data, state, max_iter=max_iter, check_every=1, tol=tol,
+        differentiable=grad == "autodiff", verbose=verbose)
+    plan = round_to_marginals(xp, T, data[5], data[6])
+    return GromovOutput(plan, (u, v), n_iter, converged, err, n_inner)
