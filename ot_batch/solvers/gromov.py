@@ -71,8 +71,12 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
         if fused:
             G = G + (1 - al3) * d[7]
             f = f + (1 - al) * xp.sum(d[7] * T, axis=(1, 2))
+        # padded (zero-weight) rows and columns get a finite kernel: their potential is
+        # then -inf (no mass) instead of -inf - (-inf)
+        real = (a_ > 0)[:, :, None] & (b_ > 0)[:, None, :]
+        logT = xp.where(real, safe_log(xp, T), xp.zeros_like(T))
         inner = sinkhorn_log.solve(
-            xp, ext, G - reg * safe_log(xp, T), a_, b_, reg, init=(du, dv), grad=inner_grad,
+            xp, ext, G - reg * logT, a_, b_, reg, init=(du, dv), grad=inner_grad,
             max_iter=max_iter_inner, tol=tol_inner, check_every=check_every_inner,
             omega=omega)
         T_new = inner.plan

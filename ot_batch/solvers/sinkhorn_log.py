@@ -41,8 +41,10 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
     def relax(old, new, ok, pos):
         if omega == 1.0 or not balanced:
             return new
-        # zero weights keep their -inf potential (inf - inf would be NaN)
-        return xp.where(ok[:, None] & pos, (1 - omega) * old + omega * new, new)
+        # zero weights keep their -inf potential (their old one is read as 0: inf - inf
+        # would be NaN)
+        old = xp.where(pos, old, xp.zeros_like(old))
+        return xp.where(ok[:, None], (1 - omega) * old + omega * new, new)
 
     def step(data, state):
         logK, loga, logb, a_, b_ = data
