@@ -12,7 +12,7 @@ $(PY):
 
 # torch is pinned to the CPU build that these machines carry (a bare `torch` pulls CUDA wheels).
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q "torch==2.13.0" "jax[cpu]"
+	$(PY) -m pip install -q "torch==2.13.0" "jax[cpu]" "triton>=3.0"
 	$(PY) -m pip install -q -e ".[test,bench]"
 	touch $(STAMP)
 

@@ -5,7 +5,8 @@ import warnings
 from typing import Any
 
 from . import _validate
-from .backends import namespace
+from .backends import namespace, pick, register
+from .backends import triton as _triton
 from .result import OTResult, status_of
 from .solvers import gromov, gromov_cg, gromov_cost
 from .solvers.rounding import round_to_marginals as gromov_round
@@ -229,6 +230,23 @@ def _best(xp: Any, values: Any, n_init: int, *arrays: Any):
     return best, picked
 
 
+def _fused_inner_ok(ext: Any, like: Any, grad: str) -> bool:
+    """float32 torch tensors where Triton runs (CUDA, or the interpreter in the tests), and
+    no graph through the iterations (the kernel has no backward)."""
+    return (ext.name == "torch" and grad != "autodiff" and like.dtype.itemsize == 4
+            and _triton.available(like))
+
+
+@register("gromov_inner", "triton", accepts=_fused_inner_ok)
+def _fused_inner(xp, ext, cost, a, b, reg, init, *, grad, max_iter, tol, check_every, omega):
+    """:func:`ot_batch.solvers.gromov.inner_generic` as one Triton launch per step."""
+    from .backends.triton import sinkhorn_inner
+    logK = -cost / reg
+    u, v, n_iter = sinkhorn_inner.solve(logK, a, b, init[0], init[1], max_iter=max_iter,
+                                        tol=tol, check_every=check_every, omega=omega)[:3]
+    return xp.exp(logK + u[:, :, None] + v[:, None, :]), u, v, n_iter
+
+
 def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static):
     """Solve and form the values (compiled once per shape and options under JAX)."""
     opts = dict(static)
@@ -249,7 +267,9 @@ def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static):
         xp, ext, cost, M, alpha, a, b, opts["reg"], T_init, max_iter=opts["max_iter"],
         tol=opts["tol"], max_iter_inner=opts["max_iter_inner"], tol_inner=opts["tol_inner"],
         grad=grad, omega=opts["overrelaxation"], check_every_inner=opts["check_every"],
-        verbose=opts["verbose"])
+        verbose=opts["verbose"],
+        inner=pick("gromov_inner", opts["backend"], gromov.inner_generic, ext=ext, like=Ca,
+                   grad=grad))
     T = out.plan if grad == "autodiff" else ext.stop_gradient(out.plan)
     if opts["finish_steps"]:
         Mf = None if M is None else ext.stop_gradient(M)
@@ -280,7 +300,7 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
                        grad: str = "envelope", logits: bool | None = None, *,
                        overrelaxation: float = 1.5, n_init: int = 1, seed: int = 0,
                        finish_steps: int = 2, check_every: int = 5,
-                       verbose: bool = False) -> OTResult:
+                       verbose: bool = False, backend: str = "auto") -> OTResult:
     r"""Solve many (fused) Gromov-Wasserstein problems at once (POT's ``solve_gromov_batch``).
 
     For each problem of the batch,
@@ -352,6 +372,10 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
         Inner iterations between convergence checks.
     verbose : bool, default False, keyword-only
         Print the outer errors at each step.
+    backend : str, default 'auto', keyword-only
+        'auto' solves each proximal step's Sinkhorn problem in one fused Triton launch for
+        float32 torch tensors on a GPU (grad other than 'autodiff'); 'generic' forces the
+        array-API solver; 'triton' requires the kernel.
 
     Returns
     -------
@@ -373,6 +397,8 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
     >>> res.value.shape, res.log["n_iter"].shape
     ((8,), (8,))
     """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     pb = _validate.gromov_problem(Ca, Cb, reg, a, b, loss, symmetric, M, alpha, T_init, max_iter,
                                   tol, max_iter_inner, tol_inner, grad, logits, overrelaxation,
                                   check_every, verbose, n_init, seed, finish_steps)
@@ -382,7 +408,8 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
               ("max_iter_inner", pb.max_iter_inner), ("tol_inner", pb.tol_inner),
               ("grad", pb.grad), ("overrelaxation", pb.overrelaxation),
               ("check_every", pb.check_every), ("verbose", pb.verbose),
-              ("n_init", pb.n_init), ("seed", pb.seed), ("finish_steps", pb.finish_steps))
+              ("n_init", pb.n_init), ("seed", pb.seed), ("finish_steps", pb.finish_steps),
+              ("backend", backend))
     (value, value_linear, value_quad, plan, potentials, n_iter, converged, err, n_inner,
      best) = ext.compile(_solve_arrays)(q.Ca, q.Cb, q.a, q.b, q.M, q.alpha, pb.T_init,
                                            static=static)

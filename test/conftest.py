@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "" if os.environ.get("OT_BATCH_GPU") else "cpu")
+# Without a GPU run, Triton kernels run in its interpreter on CPU tensors (small sizes).
+if not os.environ.get("OT_BATCH_GPU"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)

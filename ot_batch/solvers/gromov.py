@@ -40,15 +40,26 @@ class GromovOutput:
     n_iter_inner: Any
 
 
+def inner_generic(xp: Any, ext: Any, cost: Any, a: Any, b: Any, reg: float, init: Any, *,
+                  grad: str, max_iter: int, tol: float, check_every: int, omega: float):
+    """One proximal step's entropic OT problem (cost ``cost``), by :mod:`.sinkhorn_log`.
+
+    Returns ``(plan, u, v, n_iter)``; the reference of the fused inner solves."""
+    out = sinkhorn_log.solve(xp, ext, cost, a, b, reg, init=init, grad=grad, max_iter=max_iter,
+                             tol=tol, check_every=check_every, omega=omega)
+    return out.plan, out.potentials[0], out.potentials[1], out.n_iter
+
+
 def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
           b: Any, reg: float, T_init: Any, *, max_iter: int, tol: float, max_iter_inner: int,
           tol_inner: float, grad: str, omega: float, check_every_inner: int,
-          verbose: bool) -> GromovOutput:
+          verbose: bool, inner: Any = inner_generic) -> GromovOutput:
     """Run the proximal steps; see the module docstring.
 
     ``cost`` holds the decomposed loss; ``M`` (B, n, m) or None and ``alpha`` (B,) weight the
     linear part. ``grad="autodiff"`` keeps the graph through every step; otherwise the loop
-    runs on detached inputs.
+    runs on detached inputs. ``inner`` solves each step's entropic problem
+    (:func:`inner_generic` or a fused kernel with its signature).
     """
     fused = M is not None
     parts = (cost.fCa, cost.fCb, cost.hCa, cost.hCb)
@@ -75,17 +86,15 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
         # then -inf (no mass) instead of -inf - (-inf)
         real = (a_ > 0)[:, :, None] & (b_ > 0)[:, None, :]
         logT = xp.where(real, safe_log(xp, T), xp.zeros_like(T))
-        inner = sinkhorn_log.solve(
-            xp, ext, G - reg * logT, a_, b_, reg, init=(du, dv), grad=inner_grad,
+        T_new, u, v, n_it = inner(
+            xp, ext, G - reg * logT, a_, b_, reg, (du, dv), grad=inner_grad,
             max_iter=max_iter_inner, tol=tol_inner, check_every=check_every_inner,
             omega=omega)
-        T_new = inner.plan
         scale = xp.maximum(xp.abs(f), xp.full_like(f, float(xp.finfo(dtype).smallest_normal)))
         rel = xp.abs(f - f_prev) / scale
         tv = xp.sum(xp.abs(T_new - T), axis=(1, 2)) / xp.sum(a_, axis=1)
         err = xp.where(xp.isnan(rel), tv, xp.minimum(rel, tv))
-        u, v = inner.potentials
-        return T_new, u, v, f, err, n_inner + xp.astype(inner.n_iter, n_inner.dtype)
+        return T_new, u, v, f, err, n_inner + xp.astype(n_it, n_inner.dtype)
 
     inf = xp.full((batch,), float("inf"), dtype=dtype, device=dev)
     state = (T_init, xp.zeros((batch, n), dtype=dtype, device=dev),
