@@ -196,7 +196,7 @@ def _starts(xp: Any, T0: Any, a: Any, b: Any, n_init: int, seed: int):
     """``T0`` and ``n_init - 1`` random plans around it, stacked along the batch.
 
     The noise is a fixed hash of the indices and ``seed`` computed on the arrays' device (no
-    host transfer, the same under ``jax.jit``); each noisy plan is rounded onto the marginals.
+    host transfer, traceable under ``jax.jit``); each noisy plan is rounded onto the marginals.
     """
     batch, n, m = T0.shape
     dev = getattr(T0, "device", None)
@@ -205,7 +205,8 @@ def _starts(xp: Any, T0: Any, a: Any, b: Any, n_init: int, seed: int):
     out = [T0]
     for k in range(1, n_init):
         p = xp.astype(xp.arange(batch, device=dev), T0.dtype)[:, None, None]
-        h = xp.sin(i * 12.9898 + j * 78.233 + p * 3.7719 + (k + 31.0 * seed) * 0.6180339) * 43758.5453
+        shift = (k + 31.0 * seed) * 0.6180339
+        h = xp.sin(i * 12.9898 + j * 78.233 + p * 3.7719 + shift) * 43758.5453
         u = h - xp.floor(h)  # uniform-looking in [0, 1)
         noisy = T0 * xp.exp(4.0 * (u - 0.5))
         out.append(gromov_round(xp, noisy, a, b))
@@ -363,7 +364,8 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
         clouds, automorphisms of graphs): a few starts avoid most bad ones, at
         ``n_init`` times the work.
     seed : int, default 0, keyword-only
-        Seed of the random starts (the same seed gives the same starts on every library).
+        Seed of the random starts: a hash of the indices, so a run is reproducible for the
+        same inputs, dtype and device (float32 and float64 give different starts).
     finish_steps : int, default 2, keyword-only
         Conditional-gradient steps at the end, each towards the plan that puts every row's
         mass on its largest entry, with exact line search (they never increase the
@@ -410,9 +412,9 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
               ("check_every", pb.check_every), ("verbose", pb.verbose),
               ("n_init", pb.n_init), ("seed", pb.seed), ("finish_steps", pb.finish_steps),
               ("backend", backend))
+    solve = ext.compile(_solve_arrays)
     (value, value_linear, value_quad, plan, potentials, n_iter, converged, err, n_inner,
-     best) = ext.compile(_solve_arrays)(q.Ca, q.Cb, q.a, q.b, q.M, q.alpha, pb.T_init,
-                                           static=static)
+     best) = solve(q.Ca, q.Cb, q.a, q.b, q.M, q.alpha, pb.T_init, static=static)
     log = {"n_iter": n_iter, "converged": converged, "err": err, "n_iter_inner": n_inner,
            "init": best}
     return OTResult(potentials=potentials, value=value, value_linear=value_linear,

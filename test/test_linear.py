@@ -152,6 +152,7 @@ def test_unbalanced_against_pot(bk, rng, reg_type, tau):
             pot = ot.solve(M[i], a[i], b[i], reg=reg, unbalanced=tau, tol=1e-12, max_iter=20000)
             np.testing.assert_allclose(plan[i], pot.plan, rtol=1e-6, atol=1e-12)
         # value: the generalised-KL objective the updates minimise
+
         def kl(p, q):
             return np.sum(p * np.log(p / q) - p + q)
         val = np.sum(ref * M[i]) + reg * kl(ref, c) + ta * kl(ref.sum(1), a[i])

@@ -153,8 +153,8 @@ class PotLoop(Engine):
         return n_iter
 
 
-ENGINES: dict[str, Engine] = {e.name: e for e in (OtBatch(), OtBatchGeneric(), PotBatch(),
-                                                   PotLoop())}
+ENGINES: dict[str, Engine] = {
+    e.name: e for e in (OtBatch(), OtBatchGeneric(), PotBatch(), PotLoop())}
 
 
 def get(name: str) -> Engine:
