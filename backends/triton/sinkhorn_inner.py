@@ -15,6 +15,21 @@ import triton.language as tl
 
 
 @triton.jit
+def _lse_step(mx, acc, x, AXIS: tl.constexpr):
+    """One tile of an online log-sum-exp along ``AXIS`` (running max ``mx``, sum ``acc``)."""
+    new = tl.maximum(mx, tl.max(x, axis=AXIS))
+    safe = tl.where(new == float("-inf"), 0.0, new)
+    acc = acc * tl.exp(mx - safe) + tl.sum(tl.exp(x - tl.expand_dims(safe, AXIS)), axis=AXIS)
+    return new, acc
+
+
+@triton.jit
+def _lse_end(mx, acc):
+    safe = tl.where(mx == float("-inf"), 0.0, mx)
+    return tl.where(acc > 0, safe + tl.log(acc), float("-inf"))
+
+
+@triton.jit
 def _lse_rows(logK, p_off, n, m, pot_col, row0, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
     """log-sum-exp over j of logK[i, j] + pot_col[j] for the rows row0 .. row0 + BLOCK_N."""
     rows = row0 + tl.arange(0, BLOCK_N)
@@ -26,13 +41,8 @@ def _lse_rows(logK, p_off, n, m, pot_col, row0, BLOCK_N: tl.constexpr, BLOCK_M: 
         x = tl.load(logK + p_off + rows[:, None] * m + cols[None, :], mask=mask,
                     other=float("-inf")).to(tl.float32)
         pv = tl.load(pot_col + cols, mask=cols < m, other=float("-inf")).to(tl.float32)
-        x = x + pv[None, :]
-        new = tl.maximum(mx, tl.max(x, axis=1))
-        safe = tl.where(new == float("-inf"), 0.0, new)
-        acc = acc * tl.exp(mx - safe) + tl.sum(tl.exp(x - safe[:, None]), axis=1)
-        mx = new
-    safe = tl.where(mx == float("-inf"), 0.0, mx)
-    return tl.where(acc > 0, safe + tl.log(acc), float("-inf"))
+        mx, acc = _lse_step(mx, acc, x + pv[None, :], 1)
+    return _lse_end(mx, acc)
 
 
 @triton.jit
@@ -47,13 +57,8 @@ def _lse_cols(logK, p_off, n, m, pot_row, col0, BLOCK_N: tl.constexpr, BLOCK_M: 
         x = tl.load(logK + p_off + rows[:, None] * m + cols[None, :], mask=mask,
                     other=float("-inf")).to(tl.float32)
         pu = tl.load(pot_row + rows, mask=rows < n, other=float("-inf")).to(tl.float32)
-        x = x + pu[:, None]
-        new = tl.maximum(mx, tl.max(x, axis=0))
-        safe = tl.where(new == float("-inf"), 0.0, new)
-        acc = acc * tl.exp(mx - safe) + tl.sum(tl.exp(x - safe[None, :]), axis=0)
-        mx = new
-    safe = tl.where(mx == float("-inf"), 0.0, mx)
-    return tl.where(acc > 0, safe + tl.log(acc), float("-inf"))
+        mx, acc = _lse_step(mx, acc, x + pu[:, None], 0)
+    return _lse_end(mx, acc)
 
 
 @triton.jit
