@@ -6,6 +6,7 @@ from typing import Any
 
 from . import _validate
 from .backends import namespace, pick, register
+from .linear import _kl_generalized
 from .backends import triton as _triton
 from .result import OTResult, status_of
 from .solvers import gromov, gromov_cg, gromov_cost
@@ -72,15 +73,10 @@ def _div_between_products(xp: Any, mu: Any, nu: Any, a: Any, b: Any, kind: str):
         return (xp.sum(a ** 2, axis=1) * xp.sum(b ** 2, axis=1)
                 - 2 * xp.sum(a * mu, axis=1) * xp.sum(b * nu, axis=1)
                 + xp.sum(mu ** 2, axis=1) * xp.sum(nu ** 2, axis=1)) / 2
-
-    def kl(p, q):
-        pos = p > 0
-        ratio = xp.where(pos, p, xp.ones_like(p)) / xp.where(pos, q, xp.ones_like(q))
-        return xp.sum(xp.where(pos, p * xp.log(ratio), xp.zeros_like(p)) - p + q, axis=1)
-
     m_mu, m_nu = xp.sum(mu, axis=1), xp.sum(nu, axis=1)
     m_a, m_b = xp.sum(a, axis=1), xp.sum(b, axis=1)
-    return m_nu * kl(mu, a) + m_mu * kl(nu, b) + (m_mu - m_a) * (m_nu - m_b)
+    return (m_nu * _kl_generalized(xp, mu, a, (1,)) + m_mu * _kl_generalized(xp, nu, b, (1,))
+            + (m_mu - m_a) * (m_nu - m_b))
 
 
 def loss_quadratic_batch(a: Any, b: Any, Ca: Any, Cb: Any, T: Any, M: Any = None,
