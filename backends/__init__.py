@@ -94,22 +94,26 @@ class _Impl(NamedTuple):
     name: str
     accepts: Callable[..., bool]
     fn: Callable[..., Any]
+    auto: Callable[..., bool] | None
 
 
 _REGISTRY: dict[str, list[_Impl]] = {}
 
 
-def register(op: str, name: str, accepts: Callable[..., bool]):
+def register(op: str, name: str, accepts: Callable[..., bool],
+             auto: Callable[..., bool] | None = None):
     """Decorator: register ``fn`` as implementation ``name`` of operation ``op``.
 
     ``accepts(**problem)`` says whether the implementation can take this problem (library,
-    device, sizes, options); it must be cheap and must not sync with the device.
+    device, sizes, options); it must be cheap and must not sync with the device. ``auto``,
+    when given, must also hold for ``backend="auto"`` to choose it (e.g. a kernel that runs
+    in Triton's interpreter on request, but is only worth choosing on a GPU).
     """
 
     def deco(fn):
         impls = _REGISTRY.setdefault(op, [])
         impls[:] = [i for i in impls if i.name != name]
-        impls.append(_Impl(name, accepts, fn))
+        impls.append(_Impl(name, accepts, fn, auto))
         return fn
 
     return deco
@@ -132,7 +136,7 @@ def pick(op: str, backend: str, generic: Callable[..., Any], **problem: Any):
     impls = _REGISTRY.get(op, [])
     if backend == "auto":
         for impl in impls:
-            if impl.accepts(**problem):
+            if impl.accepts(**problem) and (impl.auto is None or impl.auto(**problem)):
                 return impl.fn
         return generic
     for impl in impls:

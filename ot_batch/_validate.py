@@ -20,7 +20,7 @@ from .backends import namespace
 METHODS = ("auto", "proximal", "log_sinkhorn", "sinkhorn")
 REG_TYPES = ("entropy", "kl")
 GRADS = ("detach", "autodiff", "last_step", "envelope")
-METRICS = ("sqeuclidean", "euclidean", "minkowski", "kl")
+METRICS = ("sqeuclidean", "euclidean", "minkowski", "kl", "negdot")
 
 
 def choice(arg: str, value: Any, valid: tuple[str, ...]) -> str:
@@ -159,7 +159,19 @@ def linear_problem(M, reg, a, b, max_iter, tol, method, inner_iter, inner_reg, r
     if M.ndim != 3:
         raise ValueError(f"M must have shape (B, n, m), got shape {tuple(M.shape)}")
     _check_float("M", M, xp)
-    batch, n, m = M.shape
+    _check_finite("M", M, xp, ext)
+    return _linear_options(xp, ext, M, tuple(M.shape), reg, a, b, max_iter, tol, method,
+                           inner_iter, inner_reg, reg_type, grad, unbalanced, potentials_init,
+                           check_every, verbose, min_step)
+
+
+def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_iter, inner_reg,
+                    reg_type, grad, unbalanced, potentials_init, check_every, verbose, min_step,
+                    like=None):
+    """Everything of :func:`linear_problem` but the cost; ``like`` gives dtype and device
+    (``M`` when given)."""
+    like = M if like is None else like
+    batch, n, m = shape
     method = choice("method", method, METHODS)
     reg_type = choice("reg_type", reg_type, REG_TYPES)
     grad = "detach" if grad is None else choice("grad", grad, GRADS)
@@ -182,21 +194,21 @@ def linear_problem(M, reg, a, b, max_iter, tol, method, inner_iter, inner_reg, r
     inner_reg = nonneg_float("inner_reg", inner_reg, strict=True)
     check_every = positive_int("check_every", check_every)
     min_step = nonneg_float("min_step", min_step)
-    _check_finite("M", M, xp, ext)
-    a = weights("a", a, (batch, n), M, xp, ext)
-    b = weights("b", b, (batch, m), M, xp, ext)
+    a = weights("a", a, (batch, n), like, xp, ext)
+    b = weights("b", b, (batch, m), like, xp, ext)
     if unb is None and batch:
         equal_mass(a, b, xp, ext)
     if potentials_init is not None:
         if not isinstance(potentials_init, (tuple, list)) or len(potentials_init) != 2:
             raise ValueError("potentials_init must be a pair (potential_a, potential_b)")
-        namespace(M=M, potentials_init_a=potentials_init[0], potentials_init_b=potentials_init[1])
+        namespace(M=like, potentials_init_a=potentials_init[0],
+                  potentials_init_b=potentials_init[1])
         for arg, p, shp in (("potentials_init[0]", potentials_init[0], (batch, n)),
                             ("potentials_init[1]", potentials_init[1], (batch, m))):
             if tuple(p.shape) != shp:
                 raise ValueError(f"{arg} must have shape {shp}, got {tuple(p.shape)}")
             _check_finite(arg, p, xp, ext)
-        potentials_init = tuple(xp.astype(p, M.dtype) for p in potentials_init)
+        potentials_init = tuple(xp.astype(p, like.dtype) for p in potentials_init)
     return LinearProblem(xp, ext, M, a, b, reg, method, reg_type, grad, unb, potentials_init,
                          max_iter, tol, inner_iter, inner_reg, check_every, bool(verbose),
                          min_step)
@@ -226,6 +238,36 @@ def points(X1: Any, X2: Any, metric: str, p: Any):
         if bool(xp.any(X1 < 0)) or bool(xp.any(X2 < 0)):
             raise ValueError("metric='kl' needs non-negative X1 and X2 (histograms)")
     return xp, ext, X1, X2, metric, p
+
+
+@dataclass
+class SampleProblem:
+    """A checked ``solve_sample_batch`` call: the point clouds and the linear problem's options
+    (its ``M`` is None: the cost is formed, or not, by the implementation)."""
+
+    linear: LinearProblem
+    X: Any
+    Y: Any
+    metric: str
+    p: float
+    lazy: bool
+
+
+def sample_problem(X_a, X_b, reg, a, b, metric, p, max_iter, tol, method, inner_iter, inner_reg,
+                   reg_type, grad, unbalanced, potentials_init, solver, check_every, verbose,
+                   min_step, lazy) -> SampleProblem:
+    """Check every argument of ``solve_sample_batch``."""
+    if solver is not None:
+        warnings.warn("solver= is deprecated (POT 0.9.6); use method=", DeprecationWarning,
+                      stacklevel=3)
+        method = solver
+    xp, ext, X, Y, metric, p = points(X_a, X_b, metric, p)
+    namespace(X_a=X, a=a, b=b)
+    shape = (X.shape[0], X.shape[1], Y.shape[1])
+    linear = _linear_options(xp, ext, None, shape, reg, a, b, max_iter, tol, method, inner_iter,
+                             inner_reg, reg_type, grad, unbalanced, potentials_init, check_every,
+                             verbose, min_step, like=X)
+    return SampleProblem(linear, X, Y, metric, p, bool(lazy))
 
 
 GW_GRADS = ("envelope", "autodiff", "detach")

@@ -42,9 +42,10 @@ def dist_batch(X1: Any, X2: Any = None, metric: str = "sqeuclidean", p: float = 
         Source samples of each problem.
     X2 : array, shape (B, m, d), optional
         Target samples; ``X1`` when omitted.
-    metric : {'sqeuclidean', 'euclidean', 'minkowski', 'kl'}
-        ``|x - y|^2``, ``|x - y|``, ``(sum |x - y|^p)^(1/p)`` or
-        :math:`\sum_d y_d \log(y_d / x_d)`.
+    metric : {'sqeuclidean', 'euclidean', 'minkowski', 'kl', 'negdot'}
+        ``|x - y|^2``, ``|x - y|``, ``(sum |x - y|^p)^(1/p)``,
+        :math:`\sum_d y_d \log(y_d / x_d)` or the negative dot product ``-<x, y>`` (OTT-JAX's
+        ``Dotp`` cost; not in POT).
     p : float, default 2
         Order of the Minkowski metric.
     nx : ignored
@@ -71,4 +72,6 @@ def dist_batch(X1: Any, X2: Any = None, metric: str = "sqeuclidean", p: float = 
         return xp.sqrt(_sqeuclidean(xp, X1, X2))
     if metric == "minkowski":
         return _minkowski(xp, X1, X2, p)
+    if metric == "negdot":
+        return -xp.matmul(X1, xp.matrix_transpose(X2))
     return _kl(xp, X1, X2)

@@ -1,14 +1,17 @@
 """Batched linear OT, POT's ``ot.batch`` API: ``solve_batch``, ``solve_sample_batch``, losses."""
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from . import _validate
 from .backends import pick, register
+from .backends import triton as _triton
 from .distances import dist_batch
-from .result import OTResult, status_of
+from .result import LazyPlan, OTResult, status_of
 from .solvers import proximal, sinkhorn, sinkhorn_log, sinkhorn_stabilized
+from .solvers._common import SolverOutput
+from .solvers._sinkhorn_parts import safe_log
 
 __all__ = ["solve_batch", "solve_sample_batch", "loss_linear_batch", "loss_linear_samples_batch",
            "entropy_batch"]
@@ -158,23 +161,65 @@ def _values(pb: _validate.LinearProblem, out):
                              (pb.unbalanced[1], xp.sum(T, axis=1), b)):
             if tau != float("inf"):
                 value = value + tau * _kl_generalized(xp, marg, w, (1,))
-    if pb.grad == "envelope" and pb.unbalanced is None and out.dual is not None:
-        # Multipliers of the marginal constraints. Stationarity of the Lagrangian gives
-        # f_i + g_j = dual_u_i + dual_v_j + reg (entropy), minus reg (log a_i + log b_j) for
-        # "kl"; the reg is split evenly (any split is a valid gradient on equal-mass directions,
-        # this one is also exact for scaling a and b together).
-        du, dv = (ext.stop_gradient(d) for d in out.dual)
-        if reg is not None:
-            shift = reg / 2
-            du, dv = du + shift, dv + shift
-            if pb.reg_type == "kl":
-                du = du - reg * xp.log(ext.stop_gradient(a))
-                dv = dv - reg * xp.log(ext.stop_gradient(b))
-        du = xp.where(a > 0, du, xp.zeros_like(du))
-        dv = xp.where(b > 0, dv, xp.zeros_like(dv))
-        value = (value + xp.sum(du * (a - ext.stop_gradient(a)), axis=1)
-                 + xp.sum(dv * (b - ext.stop_gradient(b)), axis=1))
+    value = _envelope_weights(pb, value, out.dual)
     return value, value_linear, out.plan if pb.grad != "detach" else ext.stop_gradient(out.plan)
+
+
+def _envelope_weights(pb: _validate.LinearProblem, value: Any, dual: Any):
+    """``value`` plus a zero whose gradient in ``a`` and ``b`` is the envelope's (balanced).
+
+    Multipliers of the marginal constraints: stationarity of the Lagrangian gives
+    f_i + g_j = dual_u_i + dual_v_j + reg (entropy), minus reg (log a_i + log b_j) for "kl";
+    the reg is split evenly (any split is a valid gradient on equal-mass directions, this one
+    is also exact for scaling a and b together).
+    """
+    if pb.grad != "envelope" or pb.unbalanced is not None or dual is None:
+        return value
+    xp, ext, a, b, reg = pb.xp, pb.ext, pb.a, pb.b, pb.reg
+    du, dv = (ext.stop_gradient(d) for d in dual)
+    if reg is not None:
+        shift = reg / 2
+        du, dv = du + shift, dv + shift
+        if pb.reg_type == "kl":
+            du = du - reg * xp.log(ext.stop_gradient(a))
+            dv = dv - reg * xp.log(ext.stop_gradient(b))
+    du = xp.where(a > 0, du, xp.zeros_like(du))
+    dv = xp.where(b > 0, dv, xp.zeros_like(dv))
+    return (value + xp.sum(du * (a - ext.stop_gradient(a)), axis=1)
+            + xp.sum(dv * (b - ext.stop_gradient(b)), axis=1))
+
+
+def _weighted_log(xp: Any, mass: Any, w: Any):
+    """Per problem ``sum_i mass_i log w_i``, 0 where the mass is 0."""
+    pos = mass > 0
+    logw = xp.log(xp.where(pos, w, xp.ones_like(w)))
+    return xp.sum(xp.where(pos, mass * logw, xp.zeros_like(mass)), axis=1)
+
+
+def _values_from_stats(pb: _validate.LinearProblem, lin: Any, plogp: Any, rowsum: Any,
+                       colsum: Any, dual: Any):
+    """The values of :func:`_values` from the plan's statistics, the plan never formed.
+
+    ``lin = <T, C>`` carries the gradient of the cost (the envelope's); ``plogp = <T, log T>``
+    and the row and column sums of ``T`` are constants. Same objectives as :func:`_values`.
+    """
+    xp = pb.xp
+    a, b, reg = pb.a, pb.b, pb.reg
+    if pb.grad == "detach":
+        a, b = pb.ext.stop_gradient(a), pb.ext.stop_gradient(b)
+    ent = plogp
+    if pb.reg_type == "kl":  # <T, log (a b^T)> with a and b attached
+        ent = ent - _weighted_log(xp, rowsum, a) - _weighted_log(xp, colsum, b)
+    if pb.unbalanced is None:
+        value = lin + reg * ent
+    else:  # generalised KL: - <T, 1> + <ref, 1>
+        n, m = rowsum.shape[1], colsum.shape[1]
+        ref = xp.sum(a, axis=1) * xp.sum(b, axis=1) if pb.reg_type == "kl" else float(n * m)
+        value = lin + reg * (ent - xp.sum(rowsum, axis=1) + ref)
+        for tau, marg, w in ((pb.unbalanced[0], rowsum, a), (pb.unbalanced[1], colsum, b)):
+            if tau != float("inf"):
+                value = value + tau * _kl_generalized(xp, marg, w, (1,))
+    return _envelope_weights(pb, value, dual), lin
 
 
 _ARRAYS = ("M", "a", "b", "potentials_init")
@@ -209,6 +254,46 @@ def _on_cpu_eager(problem: _validate.LinearProblem) -> bool:
 @register("solve_batch", "stabilized", accepts=_on_cpu_eager)
 def _solve_stabilized(pb: _validate.LinearProblem) -> OTResult:
     return _solve_generic(pb, log_module=sinkhorn_stabilized)
+
+
+def _fusable(ext: Any, x: Any, method: str, grad: str) -> bool:
+    """Torch float32 / float16 / bfloat16 arrays where Triton runs, a Sinkhorn method, and no
+    gradient through the iterations (the kernels have none)."""
+    return (ext.name == "torch" and method in ("log_sinkhorn", "sinkhorn")
+            and grad in ("envelope", "detach") and x.is_floating_point()
+            and x.dtype.itemsize <= 4 and _triton.available(x))
+
+
+def _fused_ok(problem: _validate.LinearProblem) -> bool:
+    return _fusable(problem.ext, problem.M, problem.method, problem.grad)
+
+
+def _as_float32(pb: _validate.LinearProblem) -> _validate.LinearProblem:
+    """Half-precision inputs: the values are formed (and returned) in float32."""
+    if pb.a.dtype.itemsize != 2:  # a has the dtype of M (or of the points)
+        return pb
+    f = (lambda x: None if x is None else x.float())
+    return replace(pb, M=f(pb.M), a=f(pb.a), b=f(pb.b))
+
+
+def _fused_result(pb, f, value, value_linear, plan, lazy_plan=None) -> OTResult:
+    log = {"n_iter": f.n_iter, "converged": f.converged, "err": f.err}
+    return OTResult(potentials=f.potentials, value=value, value_linear=value_linear,
+                    plan=plan, log=log, backend=pb.xp, lazy_plan=lazy_plan,
+                    status=status_of(f.converged, pb.ext.to_numpy))
+
+
+@register("solve_batch", "triton", accepts=_fused_ok, auto=lambda problem: problem.M.is_cuda)
+def _solve_fused(pb: _validate.LinearProblem) -> OTResult:
+    """The fused Triton Sinkhorn (:mod:`ot_batch.backends.triton`), values as the generic
+    solver forms them."""
+    from .backends.triton import solve as fused
+
+    f = fused.from_cost(pb)
+    out = SolverOutput(f.plan, f.potentials, (pb.reg * f.lu, pb.reg * f.lv), f.n_iter,
+                       f.converged, f.err)
+    value, value_linear, plan = _values(_as_float32(pb), out)
+    return _fused_result(pb, f, value, value_linear, plan)
 
 
 def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
@@ -301,6 +386,54 @@ def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
     return impl(pb)
 
 
+def _points_ok(problem: _validate.SampleProblem) -> bool:
+    pb = problem.linear
+    return (problem.metric in ("sqeuclidean", "negdot")
+            and _fusable(pb.ext, problem.X, pb.method, pb.grad))
+
+
+@register("solve_sample_batch", "triton", accepts=_points_ok,
+          auto=lambda problem: problem.X.is_cuda)
+def _solve_points_fused(sp: _validate.SampleProblem) -> OTResult:
+    """Fused Sinkhorn on point clouds: the cost is recomputed in tiles, never stored."""
+    from .backends.triton import points_grad
+    from .backends.triton import solve as fused
+
+    pb = _as_float32(sp.linear)
+    f = fused.from_points(sp)
+    lin, plogp, rowsum, colsum = f.stats
+    if pb.grad == "envelope" and (sp.X.requires_grad or sp.Y.requires_grad):
+        data = dict(f.inputs, u=f.lu, v=f.lv, rowsum=rowsum, colsum=colsum, dtype=sp.X.dtype)
+        lin = points_grad.PointsLinear.apply(sp.X, sp.Y, lin, data)
+    value, value_linear = _values_from_stats(pb, lin, plogp, rowsum, colsum,
+                                             (pb.reg * f.lu, pb.reg * f.lv))
+    lazy = None
+    if sp.lazy:
+        lazy = LazyPlan(sp.X.detach(), sp.Y.detach(), sp.metric, sp.p, f.lu, f.lv, pb.reg,
+                        _kl_shift(pb))
+    plan = f.plan
+    return _fused_result(pb, f, value, value_linear, plan, lazy)
+
+
+def _kl_shift(pb: _validate.LinearProblem):
+    """``(log a, log b)`` when they enter the kernel (KL reference, unbalanced), else None."""
+    if pb.unbalanced is None or pb.reg_type != "kl":
+        return None
+    return safe_log(pb.xp, pb.ext.stop_gradient(pb.a)), safe_log(pb.xp, pb.ext.stop_gradient(pb.b))
+
+
+def _lazy_from(sp: _validate.SampleProblem, res: OTResult) -> OTResult:
+    """Drop the dense plan of a result for ``lazy=True``; keep what forms it on demand."""
+    pb = sp.linear
+    u, v = res.potentials
+    if pb.method == "sinkhorn":
+        u, v = safe_log(pb.xp, u), safe_log(pb.xp, v)
+    res._lazy_plan = LazyPlan(pb.ext.stop_gradient(sp.X), pb.ext.stop_gradient(sp.Y),
+                              sp.metric, sp.p, u, v, pb.reg, _kl_shift(pb))
+    res._plan = None
+    return res
+
+
 def solve_sample_batch(X_a: Any, X_b: Any, reg: float | None = None, a: Any = None,
                        b: Any = None, metric: str = "sqeuclidean", p: float = 2,
                        max_iter: int = 1000, tol: float = 1e-5, method: str = "auto",
@@ -308,18 +441,29 @@ def solve_sample_batch(X_a: Any, X_b: Any, reg: float | None = None, a: Any = No
                        grad: str = "envelope", *, unbalanced: Any = None,
                        potentials_init: Any = None, verbose: bool = False,
                        solver: str | None = None, check_every: int = 10,
-                       min_step: float = 0.1, backend: str = "auto") -> OTResult:
+                       min_step: float = 0.1, lazy: bool = False,
+                       backend: str = "auto") -> OTResult:
     """Solve many OT problems given by point clouds (POT's ``ot.batch.solve_sample_batch``).
 
     Same as ``solve_batch(dist_batch(X_a, X_b, metric, p), reg, a, b, ...)``; see
-    :func:`solve_batch` for every other argument.
+    :func:`solve_batch` for every other argument. On CUDA torch tensors with Triton, the
+    'sqeuclidean' and 'negdot' costs of the Sinkhorn methods are recomputed in tiles from the
+    points at each pass and never stored (memory O(B (n + m) d)).
 
     Parameters
     ----------
     X_a : array, shape (B, n, d)
     X_b : array, shape (B, m, d)
-    metric : str, default 'sqeuclidean'
+    metric : {'sqeuclidean', 'euclidean', 'minkowski', 'kl', 'negdot'}, default 'sqeuclidean'
+        See :func:`dist_batch`.
     p : float, default 2
+    lazy : bool, default False, keyword-only
+        Return no dense plan: ``res.plan`` is None and ``res.lazy_plan`` forms the plans of
+        the problems it is indexed with (POT's ``ot.solve_sample(lazy=True)``). Values,
+        potentials and gradients are computed as usual.
+    backend : str, default 'auto'
+        'auto', 'generic' (form the cost, generic solver) or 'triton' (the point-cloud kernel
+        when it takes the metric and method, else the cost-matrix kernel).
 
     Returns
     -------
@@ -334,8 +478,23 @@ def solve_sample_batch(X_a: Any, X_b: Any, reg: float | None = None, a: Any = No
     >>> res.plan.shape
     (4, 6, 7)
     """
-    M = dist_batch(X_a, X_b, metric=metric, p=p)
-    return solve_batch(M, reg, a, b, max_iter, tol, method, inner_iter, inner_reg, reg_type,
-                       grad, unbalanced=unbalanced, potentials_init=potentials_init,
-                       verbose=verbose, solver=solver, check_every=check_every,
-                       min_step=min_step, backend=backend)
+    sp = _validate.sample_problem(X_a, X_b, reg, a, b, metric, p, max_iter, tol, method,
+                                  inner_iter, inner_reg, reg_type, grad, unbalanced,
+                                  potentials_init, solver, check_every, verbose, min_step, lazy)
+    impl = None
+    if backend == "auto":
+        impl = pick("solve_sample_batch", "auto", None, problem=sp)
+    elif backend != "generic":
+        try:
+            impl = pick("solve_sample_batch", backend, None, problem=sp)
+        except ValueError:  # this metric or method: the cost-matrix path of that backend
+            impl = None
+    if impl is not None:
+        return impl(sp)
+    pb = sp.linear
+    M = dist_batch(sp.X, sp.Y, metric=sp.metric, p=sp.p)
+    res = solve_batch(M, pb.reg, pb.a, pb.b, pb.max_iter, pb.tol, pb.method, pb.inner_iter,
+                      pb.inner_reg, pb.reg_type, pb.grad, unbalanced=pb.unbalanced,
+                      potentials_init=pb.potentials_init, verbose=pb.verbose,
+                      check_every=pb.check_every, min_step=pb.min_step, backend=backend)
+    return _lazy_from(sp, res) if sp.lazy else res

@@ -187,3 +187,48 @@ def status_of(converged: Any, to_numpy) -> str:
     if n_bad == 0:
         return "converged"
     return f"not converged: {n_bad} of {conv.size} problems reached max_iter"
+
+
+class LazyPlan:
+    """The plans of ``solve_sample_batch(..., lazy=True)``, formed only for what is indexed.
+
+    ``T_b = exp(-C(X_b, Y_b) / reg + u_b + v_b)`` (plus ``log a_b + log b_b`` for the KL
+    reference of an unbalanced problem), with ``u``, ``v`` the log-potentials. Indexing the
+    first axis forms the cost of the chosen problems only; ``lazy[...]`` forms them all.
+
+    Examples
+    --------
+    >>> import numpy as np, ot_batch
+    >>> X = np.random.default_rng(0).normal(size=(3, 5, 2))
+    >>> res = ot_batch.solve_sample_batch(X, X + 0.1, reg=1.0, lazy=True)
+    >>> res.plan is None, res.lazy_plan[1].shape, res.lazy_plan.shape
+    (True, (5, 5), (3, 5, 5))
+    """
+
+    def __init__(self, X, Y, metric, p, log_u, log_v, reg, shift=None):
+        self.X, self.Y, self.metric, self.p = X, Y, metric, p
+        self.log_u, self.log_v, self.reg, self.shift = log_u, log_v, reg, shift
+
+    @property
+    def shape(self):
+        return (self.X.shape[0], self.X.shape[1], self.Y.shape[1])
+
+    def _form(self, idx):
+        from .backends import namespace
+        from .distances import dist_batch
+
+        xp, _ = namespace(X=self.X)
+        logT = (-dist_batch(self.X[idx], self.Y[idx], self.metric, self.p) / self.reg
+                + self.log_u[idx][:, :, None] + self.log_v[idx][:, None, :])
+        if self.shift is not None:
+            logT = logT + self.shift[0][idx][:, :, None] + self.shift[1][idx][:, None, :]
+        return xp.exp(logT)
+
+    def __getitem__(self, key):
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(first, int):
+            b = first + self.shape[0] if first < 0 else first
+            out = self._form(slice(b, b + 1))[0]
+        else:
+            out = self._form(first)
+        return out[rest] if rest else out

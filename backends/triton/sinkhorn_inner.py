@@ -13,20 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _lse_step(mx, acc, x, AXIS: tl.constexpr):
-    """One tile of an online log-sum-exp along ``AXIS`` (running max ``mx``, sum ``acc``)."""
-    new = tl.maximum(mx, tl.max(x, axis=AXIS))
-    safe = tl.where(new == float("-inf"), 0.0, new)
-    acc = acc * tl.exp(mx - safe) + tl.sum(tl.exp(x - tl.expand_dims(safe, AXIS)), axis=AXIS)
-    return new, acc
-
-
-@triton.jit
-def _lse_end(mx, acc):
-    safe = tl.where(mx == float("-inf"), 0.0, mx)
-    return tl.where(acc > 0, safe + tl.log(acc), float("-inf"))
+from ._lse import lse_end as _lse_end, lse_step as _lse_step
 
 
 @triton.jit

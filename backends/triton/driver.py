@@ -1,0 +1,148 @@
+"""The host side of the streaming Sinkhorn: launches, tile shapes and the exit test.
+
+The host never waits for the GPU inside the loop. Every ``check_every`` iterations a small
+launch retires the problems that converged (:func:`.sinkhorn_stream._check_kernel`); then the
+number of problems still active is copied to pinned host memory without blocking, and the
+loop reads an earlier copy once its event has completed. So the loop stops at most one check
+block after the last problem converged, and the extra launches find nothing active and read
+nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from . import sinkhorn_stream as ks
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Tile shapes and warps of the row pass, the column pass and the final pass."""
+
+    row: tuple[int, int]
+    col: tuple[int, int]
+    depth: int  # BD, the chunk of coordinates per tl.dot
+    warps: int
+
+
+def tiles(n: int, m: int, d: int, points: bool) -> Tiles:
+    """Tile shapes for an n x m problem (``d`` coordinates when the cost is recomputed).
+
+    A row pass reads whole rows of a block; wide tiles along the contiguous axis give long
+    coalesced reads. ``tl.dot`` needs every side >= 16.
+    """
+    lo = 16 if points else 1
+
+    def p2(x, cap):
+        return max(lo, min(cap, triton.next_power_of_2(max(x, 1))))
+    if points:
+        bd = max(16, min(64, triton.next_power_of_2(max(d, 1))))
+        return Tiles((p2(n, 64), p2(m, 64)), (p2(n, 64), p2(m, 64)), bd, 4)
+    return Tiles((p2(n, 32), p2(m, 128)), (p2(n, 64), p2(m, 64)), 16, 4)
+
+
+class _ExitFlag:
+    """Non-blocking "is any problem still active" reads (CUDA); plain reads elsewhere."""
+
+    def __init__(self, active: torch.Tensor):
+        self.active = active
+        self.cuda = active.is_cuda
+        self.pending: list[tuple[torch.cuda.Event, torch.Tensor]] = []
+
+    def post(self) -> None:
+        if not self.cuda:
+            return
+        host = torch.empty((), dtype=torch.int32, pin_memory=True)
+        host.copy_(self.active.amax(), non_blocking=True)
+        ev = torch.cuda.Event()
+        ev.record()
+        self.pending.append((ev, host))
+
+    def all_done(self) -> bool:
+        if not self.cuda:
+            return not bool(self.active.any())
+        while self.pending and self.pending[0][0].query():
+            _, host = self.pending.pop(0)
+            if int(host) == 0:
+                return True
+        return False
+
+
+def run(*, cost: int, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg: float,
+        phi: tuple[float, float], max_iter: int, tol: float, check_every: int, log: bool,
+        balanced: bool, prec: str):
+    """Iterate the row and column passes; ``u`` and ``v`` (float32) are updated in place.
+
+    ``cost`` is one of :data:`.sinkhorn_stream.FROM_MATRIX` (``M`` given), ``SQEUCLIDEAN`` or
+    ``NEG_DOT`` (``X``, ``Y``; ``xn``, ``yn`` their squared norms). Returns
+    ``(n_iter, err, converged)`` of shape (B,).
+    """
+    B, n = u.shape
+    m = v.shape[1]
+    d = 0 if X is None else X.shape[2]
+    dev = u.device
+    active = torch.ones(B, dtype=torch.int32, device=dev)
+    errsq = torch.zeros(B, dtype=torch.float32, device=dev)
+    chg = torch.zeros(B, dtype=torch.float32, device=dev)
+    n_iter = torch.zeros(B, dtype=torch.int32, device=dev)
+    err = torch.full((B,), float("inf"), dtype=torch.float32, device=dev)
+    conv = torch.zeros(B, dtype=torch.int8, device=dev)
+    if B == 0 or max_iter == 0:
+        return n_iter, err, conv.bool()
+    t = tiles(n, m, d, cost != ks.FROM_MATRIX)
+    shift = ra is not None
+    if not shift:
+        ra, rb = a, b  # not read
+    # placeholders for the pointers a kernel variant does not read
+    M_ = M if M is not None else u
+    X_, Y_ = (X, Y) if X is not None else (u, u)
+    xn_, yn_ = (xn, yn) if xn is not None else (u, u)
+    common = dict(COST=cost, LOG=log, SHIFT=shift, BALANCED=balanced, PREC=prec, BD=t.depth,
+                  num_warps=t.warps)
+    grid_r = (B, triton.cdiv(n, t.row[0]))
+    grid_c = (B, triton.cdiv(m, t.col[1]))
+    chg_bits = chg.view(torch.int32)
+    flag = _ExitFlag(active)
+    for it in range(1, max_iter + 1):
+        check = it % check_every == 0 or it == max_iter
+        ks._pass_kernel[grid_r](M_, X_, Y_, xn_, yn_, ra, rb, a, u, v, active, errsq, chg_bits,
+                                n, m, d, inv_reg, phi[0], int(check), COLS=False,
+                                BN=t.row[0], BM=t.row[1], **common)
+        ks._pass_kernel[grid_c](M_, X_, Y_, xn_, yn_, ra, rb, b, v, u, active, errsq, chg_bits,
+                                n, m, d, inv_reg, phi[1], int(check), COLS=True,
+                                BN=t.col[0], BM=t.col[1], **common)
+        if check:
+            ks._check_kernel[(B,)](active, errsq, chg, n_iter, err, conv, it, tol,
+                                   BALANCED=balanced)
+            if tol > 0 and it < max_iter:
+                if flag.all_done():
+                    break
+                flag.post()
+    return n_iter, err, conv.bool()
+
+
+def finish(*, cost: int, M, X, Y, xn, yn, ra, rb, u, v, inv_reg: float, plan, prec: str):
+    """Form the plan from log-potentials ``u``, ``v`` (stored in ``plan`` unless it is None)
+    and the statistics of the values: returns ``(lin, plogp, rowsum, colsum)`` with
+    ``lin = <T, C>`` and ``plogp = <T, log T>`` of shape (B,)."""
+    B, n = u.shape
+    m = v.shape[1]
+    d = 0 if X is None else X.shape[2]
+    dev = u.device
+    stats = torch.zeros((B, 2), dtype=torch.float32, device=dev)
+    rowsum = torch.zeros((B, n), dtype=torch.float32, device=dev)
+    colsum = torch.zeros((B, m), dtype=torch.float32, device=dev)
+    if B:
+        t = tiles(n, m, d, cost != ks.FROM_MATRIX)
+        shift = ra is not None
+        ra_, rb_ = (ra, rb) if shift else (u, v)
+        M_ = M if M is not None else u
+        X_, Y_ = (X, Y) if X is not None else (u, u)
+        xn_, yn_ = (xn, yn) if xn is not None else (u, u)
+        ks._finish_kernel[(B, triton.cdiv(n, t.row[0]))](
+            M_, X_, Y_, xn_, yn_, ra_, rb_, u, v, plan if plan is not None else u, stats,
+            rowsum, colsum, n, m, d, inv_reg, STORE=plan is not None, COST=cost, SHIFT=shift,
+            PREC=prec, BN=t.row[0], BM=t.row[1], BD=t.depth, num_warps=t.warps)
+    return stats[:, 0], stats[:, 1], rowsum, colsum
