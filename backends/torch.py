@@ -30,7 +30,8 @@ def put(x: Any, idx: Any, rows: Any):
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy()
+    x = x.detach().cpu()
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # NumPy has no bfloat16
 
 
 def compile(fn):

@@ -68,14 +68,16 @@ def _check_finite(arg: str, x: Any, xp, ext) -> None:
 
 
 def weights(arg: str, w: Any, shape: tuple[int, int], like: Any, xp, ext):
-    """Checked weights of shape ``shape`` in ``like``'s dtype; uniform when ``w`` is None."""
+    """Checked weights of shape ``shape`` in ``like``'s dtype (float32 for half-precision
+    costs: 1/n is not a float16 number); uniform when ``w`` is None."""
     batch, n = shape
+    dtype = like.dtype if like.dtype.itemsize > 2 else xp.float32
     if w is None:
-        return xp.ones(shape, dtype=like.dtype, device=getattr(like, "device", None)) / n
+        return xp.ones(shape, dtype=dtype, device=getattr(like, "device", None)) / n
     if tuple(w.shape) != tuple(shape):
         raise ValueError(f"{arg} must have shape {tuple(shape)}, got {tuple(w.shape)}")
     _check_float(arg, w, xp)
-    w = xp.astype(w, like.dtype) if w.dtype != like.dtype else w
+    w = xp.astype(w, dtype) if w.dtype != dtype else w
     _check_finite(arg, w, xp, ext)
     if not _traced(ext, w):
         neg = xp.any(w < 0, axis=1)

@@ -10,7 +10,6 @@ from .backends import triton as _triton
 from .distances import dist_batch
 from .result import LazyPlan, OTResult, status_of
 from .solvers import proximal, sinkhorn, sinkhorn_log, sinkhorn_stabilized
-from .solvers._common import SolverOutput
 from .solvers._sinkhorn_parts import safe_log
 
 __all__ = ["solve_batch", "solve_sample_batch", "loss_linear_batch", "loss_linear_samples_batch",
@@ -270,7 +269,7 @@ def _fused_ok(problem: _validate.LinearProblem) -> bool:
 
 def _as_float32(pb: _validate.LinearProblem) -> _validate.LinearProblem:
     """Half-precision inputs: the values are formed (and returned) in float32."""
-    if pb.a.dtype.itemsize != 2:  # a has the dtype of M (or of the points)
+    if pb.M is None or pb.M.dtype.itemsize != 2:
         return pb
     f = (lambda x: None if x is None else x.float())
     return replace(pb, M=f(pb.M), a=f(pb.a), b=f(pb.b))
@@ -287,13 +286,16 @@ def _fused_result(pb, f, value, value_linear, plan, lazy_plan=None) -> OTResult:
 def _solve_fused(pb: _validate.LinearProblem) -> OTResult:
     """The fused Triton Sinkhorn (:mod:`ot_batch.backends.triton`), values as the generic
     solver forms them."""
+    from .backends.triton import envelope
     from .backends.triton import solve as fused
 
     f = fused.from_cost(pb)
-    out = SolverOutput(f.plan, f.potentials, (pb.reg * f.lu, pb.reg * f.lv), f.n_iter,
-                       f.converged, f.err)
-    value, value_linear, plan = _values(_as_float32(pb), out)
-    return _fused_result(pb, f, value, value_linear, plan)
+    lin, plogp, rowsum, colsum = f.stats
+    if pb.grad == "envelope" and pb.M.requires_grad:
+        lin = envelope.MatrixLinear.apply(pb.M, lin, f.plan)
+    value, value_linear = _values_from_stats(_as_float32(pb), lin, plogp, rowsum, colsum,
+                                             (pb.reg * f.lu, pb.reg * f.lv))
+    return _fused_result(pb, f, value, value_linear, f.plan)
 
 
 def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
@@ -396,7 +398,7 @@ def _points_ok(problem: _validate.SampleProblem) -> bool:
           auto=lambda problem: problem.X.is_cuda)
 def _solve_points_fused(sp: _validate.SampleProblem) -> OTResult:
     """Fused Sinkhorn on point clouds: the cost is recomputed in tiles, never stored."""
-    from .backends.triton import points_grad
+    from .backends.triton import envelope
     from .backends.triton import solve as fused
 
     pb = _as_float32(sp.linear)
@@ -404,7 +406,7 @@ def _solve_points_fused(sp: _validate.SampleProblem) -> OTResult:
     lin, plogp, rowsum, colsum = f.stats
     if pb.grad == "envelope" and (sp.X.requires_grad or sp.Y.requires_grad):
         data = dict(f.inputs, u=f.lu, v=f.lv, rowsum=rowsum, colsum=colsum, dtype=sp.X.dtype)
-        lin = points_grad.PointsLinear.apply(sp.X, sp.Y, lin, data)
+        lin = envelope.PointsLinear.apply(sp.X, sp.Y, lin, data)
     value, value_linear = _values_from_stats(pb, lin, plogp, rowsum, colsum,
                                              (pb.reg * f.lu, pb.reg * f.lv))
     lazy = None

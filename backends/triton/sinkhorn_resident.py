@@ -10,6 +10,14 @@ Iterations are those of :mod:`ot_batch.solvers.sinkhorn_log` (``LOG=True``) or
 :mod:`ot_batch.solvers.sinkhorn` (``LOG=False``, scalings), balanced or unbalanced, with the
 same error, the same check schedule and the same iteration counts. The generic solvers are
 the reference the tests compare this kernel to.
+
+The log-domain iterations are computed in absorbed form (Schmitzer's stabilised scaling):
+the program keeps ``Kt = exp(logK + u0 + v0)`` for potentials ``u0``, ``v0`` absorbed
+earlier, and each half-iteration is a sum ``Kt exp(v - v0)`` and a log per line instead of an
+exponential per entry. Whenever the potentials drift more than ``ABSORB`` from the absorbed
+ones, or a line sum under- or overflows, the program recomputes that line sum as a true
+log-sum-exp and absorbs the new potentials: the iterates are the log-domain ones, never
+overflow, and cost an exponential per entry only when the potentials move a lot.
 """
 from __future__ import annotations
 
@@ -18,100 +26,131 @@ import triton
 import triton.language as tl
 
 from ._lse import lse
+from ._parts import change, cost_tile, log_kernel_tile, marginal_update
 
 # Largest padded n x m kept on chip (elements per program); beyond it the streaming passes
-# of :mod:`.sinkhorn_stream` take over. 64 x 64 fp32 is 32 registers a thread at 4 warps.
+# of :mod:`.sinkhorn_stream` take over. Two 64 x 64 fp32 tiles are 64 registers a thread at
+# 4 warps.
 MAX_ELEMENTS = 64 * 64
+# Re-absorb when a potential moved this far (in log units) from its absorbed value: the
+# scalings exp(u - u0) stay within float32 with a wide margin.
+ABSORB = tl.constexpr(20.0)
+# Tunables for experiments (``warps``: warps per program).
+TUNING: dict = {}
 
 
-def fits(n: int, m: int) -> bool:
-    """Whether one program can hold a problem of this size."""
-    return triton.next_power_of_2(max(n, 1)) * triton.next_power_of_2(max(m, 1)) <= MAX_ELEMENTS
+def _p2(x: int, points: bool) -> int:
+    return max(16 if points else 1, triton.next_power_of_2(max(x, 1)))
+
+
+def fits(n: int, m: int, points: bool = False) -> bool:
+    """Whether one program can hold a problem of this size (``tl.dot`` tiles are >= 16)."""
+    return _p2(n, points) * _p2(m, points) <= MAX_ELEMENTS
 
 
 @triton.jit
-def _marginal_update(lse_or_sum, pot, w, phi, LOG: tl.constexpr):
-    """New potential from the reduction of one side (log-sum-exp, or the sum ``K v``)."""
-    pos = w > 0
-    if LOG:
-        new = tl.where(pos, phi * (tl.log(tl.where(pos, w, 1.0)) - lse_or_sum), float("-inf"))
+def _finite(x):
+    return tl.where(tl.abs(x) < float("inf"), x, 0.0)
+
+
+@triton.jit
+def _log_sums(Kt, pot, pot0, AXIS: tl.constexpr):
+    """log of the sums of ``Kt * exp(pot - pot0)`` along ``AXIS`` (``-inf`` for 0, ``inf``
+    on overflow): the log-sum-exp of the log-kernel plus ``pot``, plus the absorbed
+    potential of the other side."""
+    scale = tl.exp(pot - pot0)
+    if AXIS == 1:
+        r = tl.sum(Kt * scale[None, :], axis=1)
     else:
-        ratio = w / lse_or_sum
-        if phi != 1.0:
-            ratio = tl.exp(phi * tl.log(ratio))
-        new = tl.where(pos, ratio, 0.0)
-    return new
+        r = tl.sum(Kt * scale[:, None], axis=0)
+    return tl.where(r > 0.0, tl.log(r), float("-inf"))
 
 
 @triton.jit
-def _change(new, old, mask, LOG: tl.constexpr):
-    """Largest change of a log-potential; entries infinite in either count as unchanged."""
-    if LOG:
-        ln, lo = new, old
-    else:
-        ln = tl.log(new)
-        lo = tl.log(old)
-    fin = (tl.abs(ln) < float("inf")) & (tl.abs(lo) < float("inf")) & mask
-    d = tl.abs(tl.where(fin, ln, 0.0) - tl.where(fin, lo, 0.0))  # no inf - inf
-    # NaN anywhere must surface as a non-finite error (a broken problem)
-    bad = tl.sum(tl.where(mask & (ln != ln), 1, 0), axis=0)
-    return tl.where(bad > 0, float("nan"), tl.max(d, axis=0))
+def _drift(new, old0, w):
+    """Largest move of a potential from its absorbed value, over the lines with weight;
+    ``inf`` when one is not finite (a line sum under- or overflowed)."""
+    dd = tl.abs(new - old0)
+    dd = tl.where(dd < float("inf"), dd, float("inf"))  # NaN too
+    return tl.max(tl.where(w > 0, dd, 0.0), axis=0)
 
 
 @triton.jit
-def _resident_kernel(M, ra, rb, a, b, u, v, n_iter_out, err_out, conv_out, n, m, inv_reg,
-                     phi_a, phi_b, max_iter, tol, check_every, LOG: tl.constexpr,
-                     BALANCED: tl.constexpr, SHIFT: tl.constexpr, BN: tl.constexpr,
-                     BM: tl.constexpr):
+def _log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d, inv_reg,
+                COST: tl.constexpr, PREC: tl.constexpr, SHIFT: tl.constexpr, BN: tl.constexpr,
+                BM: tl.constexpr, BD: tl.constexpr):
+    """The log-kernel tile (``-inf`` outside), the cost read or recomputed again: from L2 at
+    these sizes, and no registers held for it between absorptions."""
+    c = cost_tile(M, X, Y, xn, yn, pid, rows, cols, n, m, d, COST, PREC, BN, BM, BD)
+    return log_kernel_tile(c, ra, rb, pid, rows, cols, n, m, inv_reg, SHIFT)
+
+
+@triton.jit
+def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, conv_out, n, m,
+                     d, inv_reg, phi_a, phi_b, max_iter, tol, check_every, COST: tl.constexpr,
+                     PREC: tl.constexpr, LOG: tl.constexpr, BALANCED: tl.constexpr,
+                     SHIFT: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
+                     BD: tl.constexpr):
     pid = tl.program_id(0)
     rows = tl.arange(0, BN)
     cols = tl.arange(0, BM)
     rm = rows < n
     cm = cols < m
-    mask = rm[:, None] & cm[None, :]
-    off = pid.to(tl.int64) * n * m
-    x = tl.load(M + off + rows[:, None] * m + cols[None, :], mask=mask, other=0.0)
-    logK = -x.to(tl.float32) * inv_reg
-    if SHIFT:
-        logK += tl.load(ra + pid * n + rows, mask=rm, other=0.0)[:, None]
-        logK += tl.load(rb + pid * m + cols, mask=cm, other=0.0)[None, :]
-    if LOG:
-        K = tl.where(mask, logK, float("-inf"))
-    else:
-        K = tl.where(mask, tl.exp(logK), 0.0)
     aa = tl.load(a + pid * n + rows, mask=rm, other=0.0).to(tl.float32)
     bb = tl.load(b + pid * m + cols, mask=cm, other=0.0).to(tl.float32)
     fill = float("-inf") if LOG else 0.0
     uu = tl.load(u + pid * n + rows, mask=rm, other=fill).to(tl.float32)
     vv = tl.load(v + pid * m + cols, mask=cm, other=fill).to(tl.float32)
+    u0 = _finite(uu)
+    v0 = _finite(vv)
+    if LOG:  # absorbed kernel; the scaling domain keeps K itself (u0 = v0 = 0)
+        u0 = u0 * 1.0
+    else:
+        u0 = u0 * 0.0
+        v0 = v0 * 0.0
+    Kt = tl.exp(_log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d, inv_reg, COST,
+                            PREC, SHIFT, BN, BM, BD) + u0[:, None] + v0[None, :])
     err = float("inf")
     it = 0
     done = 0
     while (it < max_iter) & (done == 0):
+        check = ((it + 1) % check_every == 0) | (it + 1 == max_iter)
         if LOG:
-            red = lse(K + vv[None, :], 1)
+            red = _log_sums(Kt, vv, v0, 1) - u0
+            u_new = marginal_update(red, uu, aa, phi_a, LOG)
+            v_new = marginal_update(_log_sums(Kt, u_new, u0, 0) - v0, vv, bb, phi_b, LOG)
+            drift = tl.maximum(_drift(u_new, u0, aa), _drift(v_new, v0, bb))
+            if drift > ABSORB:
+                if drift == float("inf"):
+                    # a line sum under- or overflowed: redo this iteration as true
+                    # log-sum-exps
+                    logK = _log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
+                                       inv_reg, COST, PREC, SHIFT, BN, BM, BD)
+                    red = lse(logK + vv[None, :], 1)
+                    u_new = marginal_update(red, uu, aa, phi_a, LOG)
+                    v_new = marginal_update(lse(logK + u_new[:, None], 0), vv, bb, phi_b, LOG)
+                u0 = _finite(u_new)
+                v0 = _finite(v_new)
+                Kt = tl.exp(_log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
+                                        inv_reg, COST, PREC, SHIFT, BN, BM, BD)
+                            + u0[:, None] + v0[None, :])
         else:
-            red = tl.sum(K * vv[None, :], axis=1)
-        if BALANCED:  # the error of the current plan, read off this update as the solver does
-            if LOG:
-                row = tl.exp(tl.minimum(uu + red, 30.0))
+            red = tl.sum(Kt * vv[None, :], axis=1)
+            u_new = marginal_update(red, uu, aa, phi_a, LOG)
+            v_new = marginal_update(tl.sum(Kt * u_new[:, None], axis=0), vv, bb, phi_b, LOG)
+        if check:  # the error of the plan before this iteration, as the generic solver reads it
+            if BALANCED:
+                if LOG:
+                    row = tl.exp(tl.minimum(uu + red, 30.0))
+                else:
+                    row = uu * red
+                err = tl.sqrt(tl.sum(tl.where(rm, (row - aa) * (row - aa), 0.0), axis=0))
             else:
-                row = uu * red
-            err = tl.sqrt(tl.sum(tl.where(rm, (row - aa) * (row - aa), 0.0), axis=0))
-        u_new = _marginal_update(red, uu, aa, phi_a, LOG)
-        if LOG:
-            red = lse(K + u_new[:, None], 0)
-        else:
-            red = tl.sum(K * u_new[:, None], axis=0)
-        v_new = _marginal_update(red, vv, bb, phi_b, LOG)
-        if not BALANCED:
-            err = tl.maximum(_change(u_new, uu, rm, LOG), _change(v_new, vv, cm, LOG))
+                err = tl.maximum(change(u_new, uu, rm, LOG), change(v_new, vv, cm, LOG))
+            if (err < tol) | (err != err) | (err == float("inf")):
+                done = 1  # converged, or broke (a non-finite error)
         uu, vv = u_new, v_new
         it += 1
-        if (it % check_every == 0) | (it == max_iter):
-            # a problem leaves when it converged or broke (a non-finite error)
-            if (err < tol) | (err != err) | (err == float("inf")):
-                done = 1
     tl.store(u + pid * n + rows, uu, mask=rm)
     tl.store(v + pid * m + cols, vv, mask=cm)
     tl.store(n_iter_out + pid, it)
@@ -119,26 +158,35 @@ def _resident_kernel(M, ra, rb, a, b, u, v, n_iter_out, err_out, conv_out, n, m,
     tl.store(conv_out + pid, (err < tol).to(tl.int8))
 
 
-def solve(M, ra, rb, a, b, u, v, *, inv_reg, phi, max_iter, tol, check_every, log, balanced):
+def solve(*, cost, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg, phi, max_iter, tol,
+          check_every, log, balanced, prec="ieee"):
     """Run the whole solve in one launch; ``u`` and ``v`` (float32) are updated in place.
 
-    ``ra`` and ``rb`` (or None) are added to the rows and columns of ``-M * inv_reg``.
-    Returns ``(n_iter, err, converged)``, each of shape (B,).
+    The cost is ``M`` (``cost=FROM_MATRIX``) or recomputed from ``X``, ``Y`` (see
+    :mod:`.sinkhorn_stream`); ``ra`` and ``rb`` (or None) are added to the rows and columns
+    of ``-cost * inv_reg``. Returns ``(n_iter, err, converged)``, each of shape (B,).
     """
-    B, n, m = M.shape
-    dev = M.device
+    B, n = u.shape
+    m = v.shape[1]
+    d = 0 if X is None else X.shape[2]
+    dev = u.device
     n_iter = torch.zeros(B, dtype=torch.int32, device=dev)
     err = torch.full((B,), float("inf"), dtype=torch.float32, device=dev)
     conv = torch.zeros(B, dtype=torch.int8, device=dev)
-    BN = triton.next_power_of_2(max(n, 1))
-    BM = triton.next_power_of_2(max(m, 1))
+    points = cost != 0
+    BN, BM = _p2(n, points), _p2(m, points)
+    BD = max(16, min(64, triton.next_power_of_2(max(d, 1))))
     shift = ra is not None
     if not shift:
         ra, rb = a, b  # not read
-    warps = 1 if BN * BM <= 256 else (2 if BN * BM <= 1024 else 4)
+    M_ = M if M is not None else u
+    X_, Y_ = (X, Y) if X is not None else (u, u)
+    xn_, yn_ = (xn, yn) if xn is not None else (u, u)
+    warps = TUNING.get("warps") or (1 if BN * BM <= 256 else (2 if BN * BM <= 1024 else 4))
     if B:
-        _resident_kernel[(B,)](M, ra, rb, a, b, u, v, n_iter, err, conv, n, m, float(inv_reg),
-                               float(phi[0]), float(phi[1]), max_iter, float(tol), check_every,
-                               LOG=log, BALANCED=balanced, SHIFT=shift, BN=BN, BM=BM,
+        _resident_kernel[(B,)](M_, X_, Y_, xn_, yn_, ra, rb, a, b, u, v, n_iter, err, conv, n,
+                               m, d, float(inv_reg), float(phi[0]), float(phi[1]), max_iter,
+                               float(tol), check_every, COST=cost, PREC=prec, LOG=log,
+                               BALANCED=balanced, SHIFT=shift, BN=BN, BM=BM, BD=BD,
                                num_warps=warps)
     return n_iter, err, conv.bool()

@@ -21,55 +21,10 @@ import triton
 import triton.language as tl
 
 from ._lse import lse_end, lse_step
-from .sinkhorn_resident import _change, _marginal_update
+from ._parts import change, cost_tile, log_kernel_tile, marginal_update
 
 # cost kinds (the COST constexpr)
 FROM_MATRIX, SQEUCLIDEAN, NEG_DOT = 0, 1, 2
-
-
-@triton.jit
-def _cost_tile(M, X, Y, xn, yn, pid, rows, cols, n, m, d, COST: tl.constexpr,
-               PREC: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr):
-    """The (BN, BM) tile of problem ``pid``'s cost, float32, 0 outside the problem."""
-    rm = rows < n
-    cm = cols < m
-    mask = rm[:, None] & cm[None, :]
-    if COST == 0:
-        off = pid.to(tl.int64) * n * m
-        c = tl.load(M + off + rows[:, None].to(tl.int64) * m + cols[None, :], mask=mask,
-                    other=0.0).to(tl.float32)
-    else:
-        dot = tl.zeros([BN, BM], tl.float32)
-        xb = X + pid.to(tl.int64) * n * d
-        yb = Y + pid.to(tl.int64) * m * d
-        for k0 in range(0, d, BD):
-            ks = k0 + tl.arange(0, BD)
-            km = ks < d
-            xt = tl.load(xb + rows[:, None] * d + ks[None, :], mask=rm[:, None] & km[None, :],
-                         other=0.0)
-            yt = tl.load(yb + cols[:, None] * d + ks[None, :], mask=cm[:, None] & km[None, :],
-                         other=0.0)
-            dot = tl.dot(xt, tl.trans(yt), dot, input_precision=PREC)
-        if COST == 1:  # round-off can dip below zero; a distance never does
-            c = tl.maximum(tl.load(xn + pid * n + rows, mask=rm, other=0.0)[:, None]
-                           + tl.load(yn + pid * m + cols, mask=cm, other=0.0)[None, :]
-                           - 2.0 * dot, 0.0)
-        else:
-            c = -dot
-        c = tl.where(mask, c, 0.0)
-    return c
-
-
-@triton.jit
-def _log_kernel_tile(c, ra, rb, pid, rows, cols, n, m, inv_reg, SHIFT: tl.constexpr):
-    """``-c / reg`` (+ the row and column shifts of the KL reference), ``-inf`` outside."""
-    rm = rows < n
-    cm = cols < m
-    t = -c * inv_reg
-    if SHIFT:
-        t += tl.load(ra + pid * n + rows, mask=rm, other=0.0)[:, None]
-        t += tl.load(rb + pid * m + cols, mask=cm, other=0.0)[None, :]
-    return tl.where(rm[:, None] & cm[None, :], t, float("-inf"))
 
 
 @triton.jit
@@ -98,20 +53,20 @@ def _pass_kernel(M, X, Y, xn, yn, ra, rb, w, pot, other, active, errsq, chg_bits
     if COLS:
         for r0 in range(0, hi, BN):
             rows = r0 + tl.arange(0, BN)
-            c = _cost_tile(M, X, Y, xn, yn, pid, rows, lines, n, m, d, COST, PREC, BN, BM, BD)
+            c = cost_tile(M, X, Y, xn, yn, pid, rows, lines, n, m, d, COST, PREC, BN, BM, BD)
             po = tl.load(other + pid * n + rows, mask=rows < n, other=fill).to(tl.float32)
             if LOG:
-                t = _log_kernel_tile(c, ra, rb, pid, rows, lines, n, m, inv_reg, SHIFT)
+                t = log_kernel_tile(c, ra, rb, pid, rows, lines, n, m, inv_reg, SHIFT)
                 mx, acc = lse_step(mx, acc, t + po[:, None], 0)
             else:
                 acc += tl.sum(c * po[:, None], axis=0)
     else:
         for c0 in range(0, hi, BM):
             cols = c0 + tl.arange(0, BM)
-            c = _cost_tile(M, X, Y, xn, yn, pid, lines, cols, n, m, d, COST, PREC, BN, BM, BD)
+            c = cost_tile(M, X, Y, xn, yn, pid, lines, cols, n, m, d, COST, PREC, BN, BM, BD)
             po = tl.load(other + pid * m + cols, mask=cols < m, other=fill).to(tl.float32)
             if LOG:
-                t = _log_kernel_tile(c, ra, rb, pid, lines, cols, n, m, inv_reg, SHIFT)
+                t = log_kernel_tile(c, ra, rb, pid, lines, cols, n, m, inv_reg, SHIFT)
                 mx, acc = lse_step(mx, acc, t + po[None, :], 1)
             else:
                 acc += tl.sum(c * po[None, :], axis=1)
@@ -119,7 +74,7 @@ def _pass_kernel(M, X, Y, xn, yn, ra, rb, w, pot, other, active, errsq, chg_bits
     lm = lines < tl.where(act != 0, L, 0)
     ww = tl.load(w + pid * L + lines, mask=lm, other=0.0).to(tl.float32)
     old = tl.load(pot + pid * L + lines, mask=lm, other=fill)
-    new = _marginal_update(red, old, ww, phi, LOG)
+    new = marginal_update(red, old, ww, phi, LOG)
     if do_err != 0:
         if BALANCED:  # marginal error of the current plan, as the generic solver reads it
             if LOG:
@@ -129,7 +84,7 @@ def _pass_kernel(M, X, Y, xn, yn, ra, rb, w, pot, other, active, errsq, chg_bits
             sq = tl.sum(tl.where(lm, (line - ww) * (line - ww), 0.0), axis=0)
             tl.atomic_add(errsq + pid, sq)  # 0 for a finished problem (lm all false)
         else:  # changes are >= 0 (or NaN): their bits order as int32 do
-            ch = _change(new, old, lm, LOG)
+            ch = change(new, old, lm, LOG)
             tl.atomic_max(chg_bits + pid, ch.to(tl.int32, bitcast=True))
     tl.store(pot + pid * L + lines, new, mask=lm)
 
@@ -170,8 +125,8 @@ def _finish_kernel(M, X, Y, xn, yn, ra, rb, u, v, plan, stats, rowsum, colsum, n
     for c0 in range(0, m, BM):
         cols = c0 + tl.arange(0, BM)
         cm = cols < m
-        c = _cost_tile(M, X, Y, xn, yn, pid, rows, cols, n, m, d, COST, PREC, BN, BM, BD)
-        t = _log_kernel_tile(c, ra, rb, pid, rows, cols, n, m, inv_reg, SHIFT)
+        c = cost_tile(M, X, Y, xn, yn, pid, rows, cols, n, m, d, COST, PREC, BN, BM, BD)
+        t = log_kernel_tile(c, ra, rb, pid, rows, cols, n, m, inv_reg, SHIFT)
         vv = tl.load(v + pid * m + cols, mask=cm, other=float("-inf"))
         logT = t + uu[:, None] + vv[None, :]
         T = tl.exp(logT)

@@ -7,8 +7,8 @@ cost. Both compute in float32 whatever the input (float16 / bfloat16 inputs are 
 are and accumulated in float32) and return float32 results for half-precision inputs.
 
 Gradients are not taken through the kernels: ``ot_batch.linear`` forms the values from the
-plan (or from :func:`from_points`' statistics and :class:`.points_grad.PointsLinear`) with
-the envelope theorem, as the generic solvers do with ``grad="envelope"``.
+plan's statistics and the autograd Functions of :mod:`.envelope`, with the envelope
+theorem, as the generic solvers do with ``grad="envelope"``.
 """
 from __future__ import annotations
 
@@ -89,7 +89,9 @@ def from_cost(pb: Any) -> Fused:
     log = pb.method == "log_sinkhorn"
     a, b, ra, rb, u, v, loop = _setup(pb, log, M.device)
     if sinkhorn_resident.fits(n, m):
-        n_iter, err, conv = sinkhorn_resident.solve(M, ra, rb, a, b, u, v, log=log, **loop)
+        n_iter, err, conv = sinkhorn_resident.solve(cost=FROM_MATRIX, M=M, X=None, Y=None,
+                                                    xn=None, yn=None, ra=ra, rb=rb, a=a, b=b,
+                                                    u=u, v=v, log=log, **loop)
     else:
         src, sra, srb = M, ra, rb
         if not log:  # the scaling domain streams the kernel K itself, formed once
@@ -138,9 +140,10 @@ def from_points(sp: Any) -> Fused:
         u, v = _safe_log(u), _safe_log(v)
     prec = POINTS_PRECISION if X.dtype == torch.float32 else "ieee"
     pts = dict(cost=cost, M=None, X=X, Y=Y, xn=xn, yn=yn, ra=ra, rb=rb, prec=prec)
-    n_iter, err, conv = driver.run(a=a, b=b, u=u, v=v, log=True, **pts, **loop)
-    dtype = result_dtype(X.dtype)
     B, n, m = a.shape[0], a.shape[1], b.shape[1]
+    run = sinkhorn_resident.solve if sinkhorn_resident.fits(n, m, points=True) else driver.run
+    n_iter, err, conv = run(a=a, b=b, u=u, v=v, log=True, **pts, **loop)
+    dtype = result_dtype(X.dtype)
     plan = None if sp.lazy else torch.empty((B, n, m), dtype=dtype, device=X.device)
     stats = driver.finish(u=u, v=v, inv_reg=loop["inv_reg"], plan=plan, **pts)
     pot = (u, v) if log else (torch.exp(u), torch.exp(v))

@@ -22,8 +22,15 @@ def log_kernel(xp: Any, M: Any, a: Any, b: Any, reg: float, reg_type: str, balan
     """
     logK = -M / reg
     if not balanced and reg_type == "kl":
-        logK = logK + safe_log(xp, a)[:, :, None] + safe_log(xp, b)[:, None, :]
+        # 0 rather than -inf for zero weights: their potentials are -inf already, and a row
+        # of -inf would make the update -inf - (-inf)
+        logK = logK + _log_or_zero(xp, a)[:, :, None] + _log_or_zero(xp, b)[:, None, :]
     return logK
+
+
+def _log_or_zero(xp: Any, w: Any):
+    pos = w > 0
+    return xp.where(pos, xp.log(xp.where(pos, w, xp.ones_like(w))), xp.zeros_like(w))
 
 
 def marginal_error(xp: Any, row: Any, a: Any):

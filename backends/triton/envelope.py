@@ -1,7 +1,8 @@
-"""Gradient of ``<T, C(X, Y)>`` with respect to the point clouds, the plan never formed.
+"""Envelope gradients of the linear cost ``<T, C>``, the plan held fixed (``grad="envelope"``).
 
-With the plan held fixed (the envelope theorem: ``grad="envelope"``), the gradient of the
-linear cost is ``T Y`` and ``T^T X`` contracted with the cost's derivative:
+From a cost tensor M the gradient is the plan itself (:class:`MatrixLinear`). From point
+clouds it is ``T Y`` and ``T^T X`` contracted with the cost's derivative, the plan never
+formed:
 
 - squared Euclidean: ``d/dx_i = 2 (r_i x_i - (T Y)_i)``, ``d/dy_j = 2 (c_j y_j - (T^T X)_j)``
   with ``r``, ``c`` the plan's row and column sums;
@@ -19,7 +20,8 @@ import triton
 import triton.language as tl
 
 from . import driver
-from .sinkhorn_stream import SQEUCLIDEAN, _cost_tile, _log_kernel_tile
+from ._parts import cost_tile, log_kernel_tile
+from .sinkhorn_stream import SQEUCLIDEAN
 
 
 @triton.jit
@@ -41,8 +43,8 @@ def _plan_matmul_kernel(X, Y, xn, yn, ra, rb, u, v, Z, out, n, m, d, dz, inv_reg
         for r0 in range(0, n, BN):
             rows = r0 + tl.arange(0, BN)
             rm = rows < n
-            c = _cost_tile(X, X, Y, xn, yn, pid, rows, lines, n, m, d, COST, PREC, BN, BM, BD)
-            t = _log_kernel_tile(c, ra, rb, pid, rows, lines, n, m, inv_reg, SHIFT)
+            c = cost_tile(X, X, Y, xn, yn, pid, rows, lines, n, m, d, COST, PREC, BN, BM, BD)
+            t = log_kernel_tile(c, ra, rb, pid, rows, lines, n, m, inv_reg, SHIFT)
             pu = tl.load(u + pid * n + rows, mask=rm, other=float("-inf"))
             T = tl.exp(t + pu[:, None] + pv[None, :])
             z = tl.load(Z + (pid * n + rows)[:, None].to(tl.int64) * dz + zs[None, :],
@@ -58,8 +60,8 @@ def _plan_matmul_kernel(X, Y, xn, yn, ra, rb, u, v, Z, out, n, m, d, dz, inv_reg
         for c0 in range(0, m, BM):
             cols = c0 + tl.arange(0, BM)
             cm = cols < m
-            c = _cost_tile(X, X, Y, xn, yn, pid, lines, cols, n, m, d, COST, PREC, BN, BM, BD)
-            t = _log_kernel_tile(c, ra, rb, pid, lines, cols, n, m, inv_reg, SHIFT)
+            c = cost_tile(X, X, Y, xn, yn, pid, lines, cols, n, m, d, COST, PREC, BN, BM, BD)
+            t = log_kernel_tile(c, ra, rb, pid, lines, cols, n, m, inv_reg, SHIFT)
             pv = tl.load(v + pid * m + cols, mask=cm, other=float("-inf"))
             T = tl.exp(t + pu[:, None] + pv[None, :])
             z = tl.load(Z + (pid * m + cols)[:, None].to(tl.int64) * dz + zs[None, :],
@@ -125,3 +127,22 @@ class PointsLinear(torch.autograd.Function):
                 gY = -TtX
             gY = (g3 * gY).to(data["dtype"])
         return gX, gY, None, None
+
+
+class MatrixLinear(torch.autograd.Function):
+    """``<T, M>`` per problem with ``T`` held fixed: the value comes in (from the final pass),
+    the backward pass gives ``g T`` for ``M``."""
+
+    @staticmethod
+    def forward(M, lin, plan):
+        return lin.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[2])
+        ctx.dtype = inputs[0].dtype
+
+    @staticmethod
+    def backward(ctx, g):
+        (plan,) = ctx.saved_tensors
+        return (g.to(plan.dtype)[:, None, None] * plan).to(ctx.dtype), None, None
