@@ -11,11 +11,12 @@ from .linear import (entropy_batch, loss_linear_batch, loss_linear_samples_batch
                      solve_sample_batch)
 from .quadratic import (loss_quadratic_batch, loss_quadratic_samples_batch, pad_batch,
                         solve_gromov_batch, tensor_batch)
-from .result import OTResult
+from .result import LazyPlan, OTResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LazyPlan",
     "OTResult",
     "bregman_log_projection_batch",
     "bregman_projection_batch",

@@ -360,9 +360,16 @@ def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
         ``min_step`` times its mean cost: exact OT does not depend on the scale of M, and
         with POT's ``inner_reg=1e-3`` on unit-scale costs the method stalls 10-70% above the
         exact cost. ``min_step=0`` uses ``inner_reg`` as given.
-    backend : str, default 'auto'
-        'auto' takes a registered fast path when one suits the inputs; 'generic' forces the
-        generic solver.
+    backend : {'auto', 'generic', 'triton'}, default 'auto'
+        'auto' takes a registered fast path when one suits the inputs: on CUDA torch tensors
+        (float32, float16 or bfloat16) with Triton installed, the fused kernels of
+        ``ot_batch.backends.triton`` for the Sinkhorn methods with ``grad`` 'envelope' or
+        'detach' (whole solves on chip for n x m up to 64 x 64, else one fused pass over M
+        per half-iteration, convergence tested on the device); on CPU arrays, a stabilised
+        log-domain solver. 'generic' forces the generic solver; 'triton' requests the kernels
+        and raises ValueError when they cannot take the problem (with
+        ``TRITON_INTERPRET=1`` they also run, slowly, on CPU tensors). The kernels compute in
+        float32 and return float32 values for half-precision costs.
 
     Returns
     -------

@@ -6,13 +6,19 @@ CUDA device, or ``TRITON_INTERPRET=1`` on the CPU for the tests).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
 
+@functools.lru_cache(maxsize=None)
+def _importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def available(tensor=None) -> bool:
     """Triton is importable and can run on ``tensor``'s device."""
-    if importlib.util.find_spec("triton") is None:
+    if not _importable():
         return False
     if tensor is None:
         return True
