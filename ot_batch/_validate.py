@@ -58,11 +58,16 @@ def _check_float(arg: str, x: Any, xp) -> None:
         raise TypeError(f"{arg} must be a real floating-point array, got dtype {x.dtype}")
 
 
-def _check_finite(arg: str, x: Any, xp, ext) -> None:
+def check_finite(arg: str, x: Any, xp, ext) -> None:
     if _traced(ext, x):
         return
     axes = tuple(range(1, x.ndim))
-    bad = ~xp.all(xp.isfinite(x), axis=axes) if axes else ~xp.isfinite(x)
+    raise_nonfinite(arg, ~xp.all(xp.isfinite(x), axis=axes) if axes else ~xp.isfinite(x),
+                    xp, ext)
+
+
+def raise_nonfinite(arg: str, bad: Any, xp, ext) -> None:
+    """ValueError naming ``arg`` and the problems where ``bad`` (B,) holds."""
     if bool(xp.any(bad)):
         raise ValueError(f"{arg} contains NaN or inf (problems {_bad_problems(xp, ext, bad)})")
 
@@ -78,7 +83,7 @@ def weights(arg: str, w: Any, shape: tuple[int, int], like: Any, xp, ext):
         raise ValueError(f"{arg} must have shape {tuple(shape)}, got {tuple(w.shape)}")
     _check_float(arg, w, xp)
     w = xp.astype(w, dtype) if w.dtype != dtype else w
-    _check_finite(arg, w, xp, ext)
+    check_finite(arg, w, xp, ext)
     if not _traced(ext, w):
         neg = xp.any(w < 0, axis=1)
         if bool(xp.any(neg)):
@@ -149,8 +154,11 @@ def unbalanced_pair(unbalanced: Any) -> tuple[float, float] | None:
 
 def linear_problem(M, reg, a, b, max_iter, tol, method, inner_iter, inner_reg, reg_type, grad,
                    unbalanced=None, potentials_init=None, solver=None, check_every=10,
-                   verbose=False, min_step=0.1) -> LinearProblem:
-    """Check every argument of ``solve_batch`` and return the normalised problem."""
+                   verbose=False, min_step=0.1, check_M=True) -> LinearProblem:
+    """Check every argument of ``solve_batch`` and return the normalised problem.
+
+    ``check_M=False`` leaves the NaN / inf test of ``M`` (a full pass over it) to the caller.
+    """
     if solver is not None:
         warnings.warn("solver= is deprecated (POT 0.9.6); use method=", DeprecationWarning,
                       stacklevel=3)
@@ -161,7 +169,8 @@ def linear_problem(M, reg, a, b, max_iter, tol, method, inner_iter, inner_reg, r
     if M.ndim != 3:
         raise ValueError(f"M must have shape (B, n, m), got shape {tuple(M.shape)}")
     _check_float("M", M, xp)
-    _check_finite("M", M, xp, ext)
+    if check_M:
+        check_finite("M", M, xp, ext)
     return _linear_options(xp, ext, M, tuple(M.shape), reg, a, b, max_iter, tol, method,
                            inner_iter, inner_reg, reg_type, grad, unbalanced, potentials_init,
                            check_every, verbose, min_step)
@@ -196,9 +205,10 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
     inner_reg = nonneg_float("inner_reg", inner_reg, strict=True)
     check_every = positive_int("check_every", check_every)
     min_step = nonneg_float("min_step", min_step)
+    a_given, b_given = a is not None, b is not None
     a = weights("a", a, (batch, n), like, xp, ext)
     b = weights("b", b, (batch, m), like, xp, ext)
-    if unb is None and batch:
+    if unb is None and batch and (a_given or b_given):  # uniform weights have equal mass
         equal_mass(a, b, xp, ext)
     if potentials_init is not None:
         if not isinstance(potentials_init, (tuple, list)) or len(potentials_init) != 2:
@@ -209,7 +219,7 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
                             ("potentials_init[1]", potentials_init[1], (batch, m))):
             if tuple(p.shape) != shp:
                 raise ValueError(f"{arg} must have shape {shp}, got {tuple(p.shape)}")
-            _check_finite(arg, p, xp, ext)
+            check_finite(arg, p, xp, ext)
         potentials_init = tuple(xp.astype(p, like.dtype) for p in potentials_init)
     return LinearProblem(xp, ext, M, a, b, reg, method, reg_type, grad, unb, potentials_init,
                          max_iter, tol, inner_iter, inner_reg, check_every, bool(verbose),
@@ -234,8 +244,8 @@ def points(X1: Any, X2: Any, metric: str, p: Any):
     metric = choice("metric", metric, METRICS)
     if metric == "minkowski":
         p = nonneg_float("p", p, strict=True)
-    _check_finite("X1", X1, xp, ext)
-    _check_finite("X2", X2, xp, ext)
+    check_finite("X1", X1, xp, ext)
+    check_finite("X2", X2, xp, ext)
     if metric == "kl" and not _traced(ext, X1, X2):
         if bool(xp.any(X1 < 0)) or bool(xp.any(X2 < 0)):
             raise ValueError("metric='kl' needs non-negative X1 and X2 (histograms)")
@@ -299,7 +309,7 @@ def _square(arg: str, C: Any, xp, ext) -> None:
         raise ValueError(f"{arg} must have shape (B, n, n) or (B, n, n, d) (square in its "
                          f"middle axes), got shape {tuple(C.shape)}")
     _check_float(arg, C, xp)
-    _check_finite(arg, C, xp, ext)
+    check_finite(arg, C, xp, ext)
 
 
 def _is_symmetric(C: Any, xp, ext):
@@ -359,7 +369,7 @@ def quadratic_inputs(Ca, Cb, a, b, loss, symmetric, logits, M=None, alpha=None, 
         if tuple(M.shape) != (batch, n, m):
             raise ValueError(f"M must have shape {(batch, n, m)}, got {tuple(M.shape)}")
         _check_float("M", M, xp)
-        _check_finite("M", M, xp, ext)
+        check_finite("M", M, xp, ext)
         M = xp.astype(M, Ca.dtype) if M.dtype != Ca.dtype else M
     alpha = _alpha(alpha, M, batch, Ca, xp, ext, require_alpha_with_m)
     return QuadraticProblem(xp, ext, Ca, Cb, a, b, loss, bool(symmetric), bool(logits), M,
@@ -435,7 +445,7 @@ def gromov_problem(Ca, Cb, reg, a, b, loss, symmetric, M, alpha, T_init, max_ite
             raise ValueError(f"T_init must have shape {(batch, n, m)}, "
                              f"got {tuple(T_init.shape)}")
         _check_float("T_init", T_init, xp)
-        _check_finite("T_init", T_init, xp, ext)
+        check_finite("T_init", T_init, xp, ext)
         T_init = xp.astype(T_init, Ca.dtype) if T_init.dtype != Ca.dtype else T_init
         if not _traced(ext, T_init) and bool(xp.any(T_init < 0)):
             raise ValueError("T_init must be non-negative")

@@ -290,7 +290,9 @@ def _solve_fused(pb: _validate.LinearProblem) -> OTResult:
     from .backends.triton import solve as fused
 
     f = fused.from_cost(pb)
-    lin, plogp, rowsum, colsum = f.stats
+    lin, plogp, rowsum, colsum, nonfinite = f.stats
+    # solve_batch deferred this check to here: the final pass counted the bad entries of M
+    _validate.raise_nonfinite("M", nonfinite > 0, pb.xp, pb.ext)
     if pb.grad == "envelope" and pb.M.requires_grad:
         lin = envelope.MatrixLinear.apply(pb.M, lin, f.plan)
     value, value_linear = _values_from_stats(_as_float32(pb), lin, plogp, rowsum, colsum,
@@ -390,8 +392,10 @@ def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
     """
     pb = _validate.linear_problem(M, reg, a, b, max_iter, tol, method, inner_iter, inner_reg,
                                   reg_type, grad, unbalanced, potentials_init, solver,
-                                  check_every, verbose, min_step)
+                                  check_every, verbose, min_step, check_M=False)
     impl = pick("solve_batch", backend, _solve_generic, problem=pb)
+    if impl is not _solve_fused:  # the fused path checks M in its final pass, for free
+        _validate.check_finite("M", pb.M, pb.xp, pb.ext)
     return impl(pb)
 
 
@@ -410,7 +414,7 @@ def _solve_points_fused(sp: _validate.SampleProblem) -> OTResult:
 
     pb = _as_float32(sp.linear)
     f = fused.from_points(sp)
-    lin, plogp, rowsum, colsum = f.stats
+    lin, plogp, rowsum, colsum, _ = f.stats
     if pb.grad == "envelope" and (sp.X.requires_grad or sp.Y.requires_grad):
         data = dict(f.inputs, u=f.lu, v=f.lv, rowsum=rowsum, colsum=colsum, dtype=sp.X.dtype)
         lin = envelope.PointsLinear.apply(sp.X, sp.Y, lin, data)

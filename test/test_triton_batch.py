@@ -158,6 +158,17 @@ def test_selection_and_refusals():
         ot_batch.solve_batch(M, reg=None, backend="triton")
 
 
+@pytest.mark.parametrize("size", [(5, 7), (70, 90)], ids=["on-chip", "streaming"])
+def test_nonfinite_costs_raise(size):
+    """M is checked in the final pass of the kernels (no separate pass over it)."""
+    M = _costs(3, *size)
+    for bad in (math.nan, math.inf):
+        Mb = M.clone()
+        Mb[2, 1, 3] = bad
+        with pytest.raises(ValueError, match=r"M contains NaN or inf \(problems \[2\]\)"):
+            ot_batch.solve_batch(Mb, reg=0.1, max_iter=5, backend="triton")
+
+
 def test_edge_cases_and_no_mutation():
     M = _costs(2, 5, 7)
     before = M.clone()

@@ -135,13 +135,14 @@ def run(*, cost: int, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg: float,
 
 def finish(*, cost: int, M, X, Y, xn, yn, ra, rb, u, v, inv_reg: float, plan, prec: str):
     """Form the plan from log-potentials ``u``, ``v`` (stored in ``plan`` unless it is None)
-    and the statistics of the values: returns ``(lin, plogp, rowsum, colsum)`` with
-    ``lin = <T, C>`` and ``plogp = <T, log T>`` of shape (B,)."""
+    and the statistics of the values: returns ``(lin, plogp, rowsum, colsum, nonfinite)``
+    with ``lin = <T, C>``, ``plogp = <T, log T>`` and ``nonfinite`` (the number of NaN or
+    inf costs) of shape (B,)."""
     B, n = u.shape
     m = v.shape[1]
     d = 0 if X is None else X.shape[2]
     dev = u.device
-    stats = torch.zeros((B, 2), dtype=torch.float32, device=dev)
+    stats = torch.zeros((B, 3), dtype=torch.float32, device=dev)
     rowsum = torch.zeros((B, n), dtype=torch.float32, device=dev)
     colsum = torch.zeros((B, m), dtype=torch.float32, device=dev)
     if B:
@@ -155,4 +156,4 @@ def finish(*, cost: int, M, X, Y, xn, yn, ra, rb, u, v, inv_reg: float, plan, pr
             M_, X_, Y_, xn_, yn_, ra_, rb_, u, v, plan if plan is not None else u, stats,
             rowsum, colsum, n, m, d, inv_reg, STORE=plan is not None, COST=cost, SHIFT=shift,
             PREC=prec, BN=t.row[0], BM=t.row[1], BD=t.depth, num_warps=t.warps)
-    return stats[:, 0], stats[:, 1], rowsum, colsum
+    return stats[:, 0], stats[:, 1], rowsum, colsum, stats[:, 2]

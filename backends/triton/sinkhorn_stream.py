@@ -114,7 +114,8 @@ def _finish_kernel(M, X, Y, xn, yn, ra, rb, u, v, plan, stats, rowsum, colsum, n
                    STORE: tl.constexpr, COST: tl.constexpr, SHIFT: tl.constexpr,
                    PREC: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr):
     """The plan ``exp(logK + u + v)`` of a block of rows (stored when ``STORE``), and what the
-    values need: ``<T, C>`` and ``<T, log T>`` per problem, row and column sums of ``T``."""
+    values need: ``<T, C>`` and ``<T, log T>`` per problem, row and column sums of ``T``; and
+    the number of non-finite cost entries of each problem."""
     pid = tl.program_id(0)
     rows = tl.program_id(1) * BN + tl.arange(0, BN)
     rm = rows < n
@@ -122,6 +123,7 @@ def _finish_kernel(M, X, Y, xn, yn, ra, rb, u, v, plan, stats, rowsum, colsum, n
     lin = tl.zeros([BN], tl.float32)
     plogp = tl.zeros([BN], tl.float32)
     rs = tl.zeros([BN], tl.float32)
+    bad = tl.zeros([BN], tl.float32)
     for c0 in range(0, m, BM):
         cols = c0 + tl.arange(0, BM)
         cm = cols < m
@@ -132,6 +134,9 @@ def _finish_kernel(M, X, Y, xn, yn, ra, rb, u, v, plan, stats, rowsum, colsum, n
         T = tl.exp(logT)
         pos = T > 0
         lin += tl.sum(T * c, axis=1)
+        # the input check comes free with this read: entries of M that are NaN or inf
+        bad += tl.sum(tl.where(rm[:, None] & cm[None, :] & ~(tl.abs(c) < float("inf")), 1.0,
+                               0.0), axis=1)
         plogp += tl.sum(tl.where(pos, T * logT, 0.0), axis=1)
         rs += tl.sum(T, axis=1)
         tl.atomic_add(colsum + pid * m + cols, tl.sum(T, axis=0), mask=cm)
@@ -140,5 +145,6 @@ def _finish_kernel(M, X, Y, xn, yn, ra, rb, u, v, plan, stats, rowsum, colsum, n
             tl.store(plan + off + rows[:, None].to(tl.int64) * m + cols[None, :],
                      T.to(plan.dtype.element_ty), mask=rm[:, None] & cm[None, :])
     tl.store(rowsum + pid * n + rows, rs, mask=rm)
-    tl.atomic_add(stats + 2 * pid, tl.sum(lin, axis=0))
-    tl.atomic_add(stats + 2 * pid + 1, tl.sum(plogp, axis=0))
+    tl.atomic_add(stats + 3 * pid, tl.sum(lin, axis=0))
+    tl.atomic_add(stats + 3 * pid + 1, tl.sum(plogp, axis=0))
+    tl.atomic_add(stats + 3 * pid + 2, tl.sum(bad, axis=0))
