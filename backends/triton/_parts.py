@@ -52,11 +52,19 @@ def log_kernel_tile(c, ra, rb, pid, rows, cols, n, m, inv_reg, SHIFT: tl.constex
 
 
 @triton.jit
-def marginal_update(lse_or_sum, pot, w, phi, LOG: tl.constexpr):
-    """New potential from the reduction of one side (log-sum-exp, or the sum ``K v``)."""
+def safe_log(w):
+    """``log w``, ``-inf`` for zero weights."""
+    pos = w > 0
+    return tl.where(pos, tl.log(tl.where(pos, w, 1.0)), float("-inf"))
+
+
+@triton.jit
+def marginal_update(lse_or_sum, w, logw, phi, LOG: tl.constexpr):
+    """New potential from the reduction of one side (log-sum-exp, or the sum ``K v``);
+    ``logw`` is ``safe_log(w)`` (read in the log domain only)."""
     pos = w > 0
     if LOG:
-        new = tl.where(pos, phi * (tl.log(tl.where(pos, w, 1.0)) - lse_or_sum), float("-inf"))
+        new = tl.where(pos, phi * (logw - lse_or_sum), float("-inf"))
     else:
         ratio = w / lse_or_sum
         if phi != 1.0:

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from ._lse import lse
-from ._parts import change, cost_tile, log_kernel_tile, marginal_update
+from ._parts import change, cost_tile, log_kernel_tile, marginal_update, safe_log
 
 # Largest padded n x m kept on chip (elements per program); beyond it the streaming passes
 # of :mod:`.sinkhorn_stream` take over. Two 64 x 64 fp32 tiles are 64 registers a thread at
@@ -98,6 +98,8 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
     cm = cols < m
     aa = tl.load(a + pid * n + rows, mask=rm, other=0.0).to(tl.float32)
     bb = tl.load(b + pid * m + cols, mask=cm, other=0.0).to(tl.float32)
+    la = safe_log(aa)
+    lb = safe_log(bb)
     fill = float("-inf") if LOG else 0.0
     uu = tl.load(u + pid * n + rows, mask=rm, other=fill).to(tl.float32)
     vv = tl.load(v + pid * m + cols, mask=cm, other=fill).to(tl.float32)
@@ -117,8 +119,8 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
         check = ((it + 1) % check_every == 0) | (it + 1 == max_iter)
         if LOG:
             red = _log_sums(Kt, vv, v0, 1) - u0
-            u_new = marginal_update(red, uu, aa, phi_a, LOG)
-            v_new = marginal_update(_log_sums(Kt, u_new, u0, 0) - v0, vv, bb, phi_b, LOG)
+            u_new = marginal_update(red, aa, la, phi_a, LOG)
+            v_new = marginal_update(_log_sums(Kt, u_new, u0, 0) - v0, bb, lb, phi_b, LOG)
             drift = tl.maximum(_drift(u_new, u0, aa), _drift(v_new, v0, bb))
             if drift > ABSORB:
                 if drift == float("inf"):
@@ -127,8 +129,8 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
                     logK = _log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
                                        inv_reg, COST, PREC, SHIFT, BN, BM, BD)
                     red = lse(logK + vv[None, :], 1)
-                    u_new = marginal_update(red, uu, aa, phi_a, LOG)
-                    v_new = marginal_update(lse(logK + u_new[:, None], 0), vv, bb, phi_b, LOG)
+                    u_new = marginal_update(red, aa, la, phi_a, LOG)
+                    v_new = marginal_update(lse(logK + u_new[:, None], 0), bb, lb, phi_b, LOG)
                 u0 = _finite(u_new)
                 v0 = _finite(v_new)
                 Kt = tl.exp(_log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
@@ -136,8 +138,8 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
                             + u0[:, None] + v0[None, :])
         else:
             red = tl.sum(Kt * vv[None, :], axis=1)
-            u_new = marginal_update(red, uu, aa, phi_a, LOG)
-            v_new = marginal_update(tl.sum(Kt * u_new[:, None], axis=0), vv, bb, phi_b, LOG)
+            u_new = marginal_update(red, aa, la, phi_a, LOG)
+            v_new = marginal_update(tl.sum(Kt * u_new[:, None], axis=0), bb, lb, phi_b, LOG)
         if check:  # the error of the plan before this iteration, as the generic solver reads it
             if BALANCED:
                 if LOG:

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ._lse import lse_end, lse_step
-from ._parts import change, cost_tile, log_kernel_tile, marginal_update
+from ._parts import change, cost_tile, log_kernel_tile, marginal_update, safe_log
 
 # cost kinds (the COST constexpr)
 FROM_MATRIX, SQEUCLIDEAN, NEG_DOT = 0, 1, 2
@@ -74,7 +74,7 @@ def _pass_kernel(M, X, Y, xn, yn, ra, rb, w, pot, other, active, errsq, chg_bits
     lm = lines < tl.where(act != 0, L, 0)
     ww = tl.load(w + pid * L + lines, mask=lm, other=0.0).to(tl.float32)
     old = tl.load(pot + pid * L + lines, mask=lm, other=fill)
-    new = marginal_update(red, old, ww, phi, LOG)
+    new = marginal_update(red, ww, safe_log(ww), phi, LOG)
     if do_err != 0:
         if BALANCED:  # marginal error of the current plan, as the generic solver reads it
             if LOG:
