@@ -5,15 +5,19 @@ untimed ``summarize`` that turns its raw result into an :class:`Output`. ``kind=
 engines solve one problem at a time, so the runner may time them on the first problems only
 and scale.
 
+Each suite owns a registry of engines (the ``batch`` suite's ``ot_batch`` runs on torch, the
+``cpu`` suite's on NumPy). This module holds the ``cpu`` suite's, :data:`ENGINES`; the
+``batch`` suite's are in :mod:`ot_batch.bench.device_engines`.
+
 Adding an engine: subclass :class:`Engine`, implement ``run`` and ``summarize`` (and
-``available`` when it needs an optional package), and add an instance to :data:`ENGINES`.
+``available`` when it needs an optional package), and add an instance to its suite's registry.
 """
 from __future__ import annotations
 
 import importlib.util
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -44,10 +48,17 @@ class Engine:
     # Warm up on the full problem (GPU engines: kernels compile / autotune per shape) rather
     # than on its first few problems.
     warmup_full = False
+    # False when ``value_linear`` is some other value (verification skips it) and the engine
+    # runs its own iteration schedule (no time per iteration).
+    comparable = True
 
     def available(self) -> str | None:
         """None when the engine can run here, else the reason it cannot."""
         return None
+
+    def device(self) -> str:
+        """Where the engine runs ("cpu", "cuda", "gpu")."""
+        return "cpu"
 
     def prepare(self, pb: Problem) -> Any:
         return pb
@@ -157,8 +168,10 @@ ENGINES: dict[str, Engine] = {
     e.name: e for e in (OtBatch(), OtBatchGeneric(), PotBatch(), PotLoop())}
 
 
-def get(name: str) -> Engine:
+def get(name: str, registry: Mapping[str, Engine] | None = None) -> Engine:
+    """The engine called ``name`` in ``registry`` (the ``cpu`` suite's when None)."""
+    registry = ENGINES if registry is None else registry
     try:
-        return ENGINES[name]
+        return registry[name]
     except KeyError:
-        raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}") from None
+        raise ValueError(f"unknown engine {name!r}; known: {', '.join(registry)}") from None

@@ -1,4 +1,9 @@
-"""Results out: the table on stdout, a CSV and a bar plot of the ratios in the --out folder."""
+"""Results out: the table on stdout, a CSV and a bar plot of the ratios in the --out folder.
+
+The functions here write the ``cpu`` suite's table and notes (:data:`CPU`); the targets, the
+CSV writer and the plot serve every suite. A suite with other columns has its own
+:class:`Layout` (the ``batch`` suite's is in :mod:`ot_batch.bench.batch_report`).
+"""
 from __future__ import annotations
 
 import csv
@@ -6,12 +11,14 @@ import math
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .runner import REFERENCE, Case
 
-__all__ = ["environment", "table", "targets", "notes", "write_csv", "plot", "CSV_COLUMNS"]
+__all__ = ["environment", "table", "markdown", "targets", "notes", "row", "write_csv", "plot",
+           "CSV_COLUMNS", "Layout", "CPU"]
 
 CSV_COLUMNS = [
     "suite", "workload", "engine", "B", "n", "m", "d", "reg", "tol", "max_iter",
@@ -79,7 +86,12 @@ def table(cases: Sequence[Case]) -> str:
             "" if c.engine == REFERENCE else _fmt(c.rel_diff, ".1e"),
             _fmt(c.converged_share, ".0%"), _iters(c),
         ])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    return markdown(head, rows)
+
+
+def markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table with padded columns."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
 
     def line(cells):
         return "| " + " | ".join(s.ljust(w) for s, w in zip(cells, widths)) + " |"
@@ -90,17 +102,26 @@ def table(cases: Sequence[Case]) -> str:
 
 
 def targets(cases: Sequence[Case]) -> str:
-    """``engine / ot_batch = 3.1x (target >= 2x: met)`` for each target, met or not."""
+    """``peer / subject = 3.1x   target >= 2x: met`` for each target, met or not.
+
+    A workload's target is listed when both its engines were asked for; the ratio is the
+    peer's time over the subject's (the subject is ot_batch unless the target names another).
+    """
     lines = []
-    for c in cases:
-        if math.isnan(c.target):
-            continue
-        if c.target_met is None:
-            lines.append(f"{c.workload.name:14s} {c.engine} / {REFERENCE}: not measured "
-                         f"(target >= {c.target:g}x)")
-            continue
-        lines.append(f"{c.workload.name:14s} {c.engine} / {REFERENCE} = {c.ratio:6.2f}x   "
-                     f"target >= {c.target:g}x: {_met(c)}")
+    for name in dict.fromkeys(c.workload.name for c in cases):
+        group = {c.engine: c for c in cases if c.workload.name == name}
+        wl = next(iter(group.values())).workload
+        for peer, subject, least in wl.target_pairs():
+            if peer not in group or subject not in group:
+                continue
+            head = f"{wl.name:14s} {peer} / {subject}"
+            p, s = group[peer], group[subject]
+            if p.output is None or s.output is None:
+                lines.append(f"{head}: not measured (target >= {least:g}x)")
+                continue
+            ratio = p.seconds / s.seconds
+            met = "met" if ratio >= least else "NOT met"
+            lines.append(f"{head} = {ratio:6.2f}x   target >= {least:g}x: {met}")
     return "\n".join(lines)
 
 
@@ -126,7 +147,8 @@ def notes(cases: Sequence[Case]) -> str:
     return "\n".join(lines)
 
 
-def _row(suite: str, c: Case) -> dict:
+def row(suite: str, c: Case) -> dict:
+    """The CSV row of one case (keys: :data:`CSV_COLUMNS`)."""
     w = c.workload
     lo, med, hi = c.iters()
     met = c.target_met
@@ -144,13 +166,16 @@ def _row(suite: str, c: Case) -> dict:
     }
 
 
-def write_csv(cases: Sequence[Case], path: Path, suite: str) -> Path:
+def write_csv(cases: Sequence[Case], path: Path, suite: str,
+              columns: Sequence[str] = CSV_COLUMNS,
+              make_row: Callable[[str, Case], dict] = row) -> Path:
+    """One row per case, ``make_row(suite, case)`` with keys ``columns``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=list(columns))
         w.writeheader()
         for c in cases:
-            w.writerow(_row(suite, c))
+            w.writerow(make_row(suite, c))
     return path
 
 
@@ -194,3 +219,17 @@ def plot(cases: Sequence[Case], path: Path, title: str) -> Path | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a suite writes: the environment line, the table, the notes and the CSV."""
+
+    environment: Callable[[], str]
+    table: Callable[[Sequence[Case]], str]
+    notes: Callable[[Sequence[Case]], str]
+    csv_columns: Sequence[str]
+    csv_row: Callable[[str, Case], dict]
+
+
+CPU = Layout(environment, table, notes, CSV_COLUMNS, row)

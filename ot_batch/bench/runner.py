@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
 from . import engines as engines_mod
 from .engines import Engine, Output
 from .timing import Timing, measure, time_once
-from .workloads import Problem, Workload
+from .workloads import REFERENCE, Problem, Workload
 
 __all__ = ["Options", "Case", "run_case", "run_suite", "REFERENCE"]
 
-REFERENCE = "ot_batch"  # ratios and differences are taken against this engine
+# Ratios are taken against REFERENCE; value_linear differences against Options.verify_against
+# (REFERENCE unless a suite names another engine).
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Options:
     warmup_problems: int = 8  # batch engines warm up on this many problems (unless warmup_full)
     verify: bool = True
     seed: int = 0
+    # value_linear is compared with this engine's (with REFERENCE's when it did not run)
+    verify_against: str = REFERENCE
 
 
 @dataclass
@@ -39,8 +42,13 @@ class Case:
     output: Output | None = None
     skipped: str | None = None  # why the engine did not run
     ratio: float = math.nan  # this engine's time / the reference engine's
-    rel_diff: float = math.nan  # max relative difference of value_linear vs the reference
+    rel_diff: float = math.nan  # max relative difference of value_linear vs ``diff_ref``
     notes: list[str] = field(default_factory=list)
+    diff_ref: str = ""  # the engine ``rel_diff`` was taken against
+    # False when the engine's value is not value_linear and its iterations are its own (it
+    # is then left out of verification and of per-iteration times)
+    comparable: bool = True
+    device: str = ""  # where the engine ran, when it says
 
     @property
     def scale(self) -> float:
@@ -58,6 +66,13 @@ class Case:
     @property
     def per_problem_ms(self) -> float:
         return 1e3 * self.seconds / self.workload.B
+
+    @property
+    def per_iter_ms(self) -> float:
+        """Milliseconds per iteration of the whole batch (NaN when not comparable)."""
+        if not self.comparable:
+            return math.nan
+        return 1e3 * self.seconds / self.workload.max_iter
 
     @property
     def target(self) -> float:
@@ -102,7 +117,7 @@ def run_case(wl: Workload, pb: Problem, engine: Engine, opts: Options) -> Case:
     """Time ``engine`` on ``pb`` (warm-up first) and keep its last output."""
     reason = engine.available()
     if reason is not None:
-        return Case(wl, engine.name, 0, skipped=reason)
+        return Case(wl, engine.name, 0, skipped=reason, comparable=engine.comparable)
     notes = []
     if engine.kind == "loop":
         k, per_problem = _loop_subset(engine, pb, opts)
@@ -113,11 +128,12 @@ def run_case(wl: Workload, pb: Problem, engine: Engine, opts: Options) -> Case:
         warmup = None  # the probe run was the warm-up
     else:
         k = pb.batch
-        wsub = pb if engine.warmup_full else pb.head(opts.warmup_problems)
-        wdata = engine.prepare(wsub)
+        # A full warm-up runs on the data the timed runs get: one device copy, and the same
+        # jitted function (JAX compiles per function object and shape).
+        wdata = None if engine.warmup_full else engine.prepare(pb.head(opts.warmup_problems))
 
         def warmup():
-            return engine.run(wdata)
+            return engine.run(data if wdata is None else wdata)
     sub = pb.head(k)
     data = engine.prepare(sub)
     timing, raw = measure(lambda: engine.run(data), repeats=opts.repeats, budget_s=opts.budget_s,
@@ -125,34 +141,47 @@ def run_case(wl: Workload, pb: Problem, engine: Engine, opts: Options) -> Case:
     out = engine.summarize(raw, data)
     if wl.report_iters and out.n_iter is None and opts.verify:
         out.n_iter = engine.iterations(sub)
-    return Case(wl, engine.name, k, timing, out, notes=notes)
+    return Case(wl, engine.name, k, timing, out, notes=notes, comparable=engine.comparable,
+                device=engine.device())
 
 
-def _compare(cases: list[Case], diffs: bool = True) -> None:
-    """Fill ``ratio`` (and ``rel_diff`` when ``diffs``) against the reference, in place.
+def _measured(cases: list[Case], engine: str) -> Case | None:
+    return next((c for c in cases if c.engine == engine and c.output is not None), None)
 
-    ``rel_diff`` is ``max |v - v_ref| / |v_ref|`` of ``value_linear`` over the problems both
-    engines solved (the timed subset of a scaled loop).
+
+def _compare(cases: list[Case], diffs: bool = True, against: str = REFERENCE) -> None:
+    """Fill ``ratio`` against REFERENCE (and ``rel_diff`` when ``diffs``), in place.
+
+    ``rel_diff`` is ``max |v - v_ref| / |v_ref|`` of ``value_linear`` against the engine
+    ``against`` (REFERENCE when that one did not run) over the problems both engines solved
+    (the timed subset of a scaled loop); engines that are not ``comparable`` get none.
     """
-    ref = next((c for c in cases if c.engine == REFERENCE and c.output is not None), None)
-    if ref is None:
+    ref = _measured(cases, REFERENCE)
+    if ref is not None:
+        for c in cases:
+            if c.output is not None:
+                c.ratio = c.seconds / ref.seconds
+    vref = _measured(cases, against) or ref
+    if not diffs or vref is None or not vref.comparable:
         return
     for c in cases:
-        if c.output is None:
+        if c.output is None or not c.comparable:
             continue
-        c.ratio = c.seconds / ref.seconds
-        if not diffs:
-            continue
-        k = c.timed_problems
-        v_ref, v = ref.output.value_linear[:k], c.output.value_linear[:k]
+        k = min(c.timed_problems, vref.timed_problems)
+        v_ref, v = vref.output.value_linear[:k], c.output.value_linear[:k]
         c.rel_diff = float(np.max(np.abs(v - v_ref) / np.maximum(np.abs(v_ref), 1e-300)))
+        c.diff_ref = vref.engine
 
 
 def run_suite(workloads: Iterable[Workload], engine_names: Iterable[str], opts: Options,
-              progress: bool = True) -> list[Case]:
-    """Every (workload, engine) pair, in order, with a tqdm bar over the pairs."""
+              progress: bool = True, registry: Mapping[str, Engine] | None = None) -> list[Case]:
+    """Every (workload, engine) pair, in order, with a tqdm bar over the pairs.
+
+    Engines are looked up in ``registry`` (the ``cpu`` suite's :data:`~.engines.ENGINES` when
+    None).
+    """
     workloads, engine_names = list(workloads), list(engine_names)
-    engs = [engines_mod.get(e) for e in engine_names]
+    engs = [engines_mod.get(e, registry) for e in engine_names]
     try:
         from tqdm.auto import tqdm
     except ImportError:  # progress bar only
@@ -172,7 +201,7 @@ def run_suite(workloads: Iterable[Workload], engine_names: Iterable[str], opts: 
                 group.append(run_case(wl, pb, eng, opts))
                 if bar is not None:
                     bar.update()
-            _compare(group, diffs=opts.verify)
+            _compare(group, diffs=opts.verify, against=opts.verify_against)
             cases.extend(group)
     finally:
         if bar is not None:

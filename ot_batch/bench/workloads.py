@@ -2,10 +2,14 @@
 
 A :class:`Workload` names its sizes, solver arguments, data generator and the speed-up targets
 of ot_batch over the other engines. :meth:`Workload.generate` turns it into a
-:class:`Problem` (NumPy float64 arrays) that every engine solves with the same arguments.
+:class:`Problem` (NumPy arrays) that every engine solves with the same arguments.
+
+Each suite owns a registry of workloads (two suites may each have a ``pot_doc``); this module
+holds the ``cpu`` suite's, :data:`WORKLOADS` (float64 costs), and :func:`lookup` for any
+registry. The ``batch`` suite's are in :mod:`ot_batch.bench.batch_workloads`.
 
 Adding a workload: write a cost generator ``costs(B, n, m, d, seed) -> M`` (or reuse one) and
-add one :class:`Workload` to :data:`WORKLOADS`.
+add one :class:`Workload` to its suite's registry.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["Problem", "Workload", "WORKLOADS", "get"]
+REFERENCE = "ot_batch"  # the engine a target names by default (the one under test)
+
+__all__ = ["Problem", "Workload", "WORKLOADS", "get", "lookup"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,9 @@ class Problem:
     """One batch of OT problems and the solver arguments every engine gets.
 
     ``a`` and ``b`` are None for uniform weights (engines then pass None / omit them, as the
-    POT example does).
+    POT example does). ``X`` and ``Y`` are the point clouds, (B, n, d) and (B, m, d), when the
+    workload has them and engines that solve from points may use them: their squared
+    Euclidean distances are ``M``.
     """
 
     M: np.ndarray
@@ -31,6 +39,8 @@ class Problem:
     tol: float
     a: np.ndarray | None = None
     b: np.ndarray | None = None
+    X: np.ndarray | None = None
+    Y: np.ndarray | None = None
 
     @property
     def batch(self) -> int:
@@ -40,8 +50,11 @@ class Problem:
         """The first ``k`` problems (for warm-ups and for loops timed on a subset)."""
         if k >= self.batch:
             return self
-        return replace(self, M=self.M[:k], a=None if self.a is None else self.a[:k],
-                       b=None if self.b is None else self.b[:k])
+
+        def cut(x):
+            return None if x is None else x[:k]
+        return replace(self, M=self.M[:k], a=cut(self.a), b=cut(self.b), X=cut(self.X),
+                       Y=cut(self.Y))
 
 
 def _sqeuclidean(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -92,9 +105,11 @@ class Workload:
     """A named benchmark problem set.
 
     ``targets`` maps an engine name to the least speed-up (its time / ot_batch's time) that
-    ot_batch aims for; ``quick`` holds the field overrides of ``--quick`` (tiny sizes for a
-    smoke test); ``report_iters`` asks engines for their iteration counts (an untimed extra
-    pass where an engine cannot report them from the timed run).
+    ot_batch aims for, or a pair ``(peer, subject)`` of engine names to the least speed-up
+    of ``subject`` over ``peer`` (peer's time / subject's time); ``quick`` holds the field
+    overrides of ``--quick`` (tiny sizes for a smoke test); ``report_iters`` asks engines for
+    their iteration counts (an untimed extra pass where an engine cannot report them from the
+    timed run).
     """
 
     name: str
@@ -107,9 +122,14 @@ class Workload:
     max_iter: int
     tol: float
     costs: Callable[..., np.ndarray]
-    targets: Mapping[str, float] = field(default_factory=dict)
+    targets: Mapping[str | tuple[str, str], float] = field(default_factory=dict)
     quick: Mapping[str, Any] = field(default_factory=dict)
     report_iters: bool = False
+
+    def target_pairs(self) -> list[tuple[str, str, float]]:
+        """``(peer, subject, least peer time / subject time)`` for every target."""
+        return [(k, REFERENCE, v) if isinstance(k, str) else (k[0], k[1], v)
+                for k, v in self.targets.items()]
 
     def generate(self, seed: int = 0) -> Problem:
         M = self.costs(self.B, self.n, self.m, self.d, seed)
@@ -165,10 +185,15 @@ CONVERGE_256 = Workload(
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (POT_DOC, SMALL_FIXED, CONVERGE_256)}
 
 
-def get(name: str, quick: bool = False) -> Workload:
-    """The workload called ``name`` (its ``--quick`` version when ``quick``)."""
+def lookup(registry: Mapping[str, Workload], name: str, quick: bool = False) -> Workload:
+    """The workload called ``name`` in ``registry`` (its ``--quick`` version when ``quick``)."""
     try:
-        wl = WORKLOADS[name]
+        wl = registry[name]
     except KeyError:
-        raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}") from None
+        raise ValueError(f"unknown workload {name!r}; known: {', '.join(registry)}") from None
     return wl.quick_version() if quick else wl
+
+
+def get(name: str, quick: bool = False) -> Workload:
+    """The ``cpu`` suite's workload called ``name`` (its ``--quick`` version when ``quick``)."""
+    return lookup(WORKLOADS, name, quick)
