@@ -1,13 +1,19 @@
 """Benchmarks: ``python -m ot_batch.bench SUITE [--quick] [--engines ...] [--out DIR]``.
 
 Suites (subcommands): ``cpu`` (ot_batch vs POT ``ot.batch`` vs a loop of POT ``ot.solve`` on
-NumPy). Each (workload, engine) pair is warmed up, timed (median of repeats within a time
-budget) and its ``value_linear`` compared with ot_batch's; the table goes to stdout and a CSV,
-the same table (``.md``) and a bar plot of the time ratios to ``--out`` (``bench_results/``).
+NumPy float64); ``batch`` (ANCHORS.md's float32 batches at a fixed iteration count: ot_batch
+from costs and from points vs POT ``ot.batch`` on torch, OTT-JAX vmap and GeomLoss, on CUDA
+when present, else on CPU); ``gromov`` (batched Gromov-Wasserstein). Each (workload, engine)
+pair is warmed up, timed (median of repeats within a time budget) and its ``value_linear``
+compared with the suite's reference (ot_batch's; POT's in ``batch``); the table goes to stdout
+and a CSV, the same table (``.md``) and a bar plot of the time ratios to ``--out``
+(``bench_results/``).
 
-Modules, one job each: ``workloads`` (seeded data), ``engines`` (how each engine runs),
-``timing`` (warm-up, repeats, median), ``runner`` (pairs, loop subsets, verification),
-``report`` (table, CSV, plot), ``suites`` (what each subcommand runs), ``cli`` (arguments).
+Modules, one job each: ``workloads`` (seeded data; the ``cpu`` suite's), ``engines`` (how each
+engine runs; the ``cpu`` suite's), ``batch_workloads`` and ``device_engines`` (the ``batch``
+suite's), ``timing`` (warm-up, repeats, median), ``runner`` (pairs, loop subsets,
+verification), ``report`` (table, CSV, plot) and ``batch_report`` (the ``batch`` suite's
+columns), ``suites`` (what each subcommand runs), ``cli`` (arguments).
 """
 from .cli import main
 

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import report, workloads
-from .engines import ENGINES
+from . import report
 from .runner import Options, run_suite
 from .suites import SUITES
 
@@ -33,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(suite.name, help=suite.help, description=suite.help)
         p.add_argument("--engines", type=_names, default=list(suite.engines),
                        help=f"comma-separated engines (default: {','.join(suite.engines)}; "
-                            f"known: {','.join(ENGINES)})")
+                            f"known: {','.join(suite.engine_registry)})")
         p.add_argument("--workloads", type=_names, default=list(suite.workloads),
-                       help=f"comma-separated workloads (default: {','.join(suite.workloads)})")
+                       help=f"comma-separated workloads (default: {','.join(suite.workloads)}; "
+                            f"known: {','.join(suite.workload_registry)})")
         p.add_argument("--quick", action="store_true",
                        help="tiny sizes: a smoke test of the benchmark, not a measurement")
         p.add_argument("--repeats", type=int, default=3,
@@ -69,29 +69,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     suite = SUITES[args.suite]
     try:
-        wls = [workloads.get(w, quick=args.quick) for w in args.workloads]
+        wls = [suite.workload(w, quick=args.quick) for w in args.workloads]
         for e in args.engines:
-            if e not in ENGINES:
-                raise ValueError(f"unknown engine {e!r}; known: {', '.join(ENGINES)}")
+            if e not in suite.engine_registry:
+                raise ValueError(f"unknown engine {e!r}; known: "
+                                 f"{', '.join(suite.engine_registry)}")
     except ValueError as exc:
         parser.error(str(exc))
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     opts = Options(repeats=args.repeats, budget_s=args.budget, loop_budget_s=args.loop_budget,
-                   verify=args.verify, seed=args.seed)
+                   verify=args.verify, seed=args.seed, verify_against=suite.verify_against)
+    layout = suite.layout
 
-    env = report.environment()  # before the run: the load average says who else is busy
+    env = layout.environment()  # before the run: the load average says who else is busy
     t0 = time.perf_counter()
-    cases = run_suite(wls, args.engines, opts, progress=args.progress)
+    cases = run_suite(wls, args.engines, opts, progress=args.progress,
+                      registry=suite.engine_registry)
     wall = time.perf_counter() - t0
 
     title = f"ot_batch bench {suite.name}" + (" --quick" if args.quick else "")
     text = "\n\n".join([
         f"# {title}\n{env}",
-        report.table(cases),
-        "Targets (engine time / ot_batch time; reported, not asserted):\n"
+        layout.table(cases),
+        "Targets (speed-ups: first engine's time / second's; reported, not asserted):\n"
         + report.targets(cases),
-        report.notes(cases),
+        layout.notes(cases),
         f"Total wall time {wall:.1f} s"
         + (", load average at the end %.1f/%.1f/%.1f." % os.getloadavg()
            if hasattr(os, "getloadavg") else "."),
@@ -99,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    written = [report.write_csv(cases, out / f"{suite.name}.csv", suite.name)]
+    written = [report.write_csv(cases, out / f"{suite.name}.csv", suite.name,
+                                layout.csv_columns, layout.csv_row)]
     (out / f"{suite.name}.md").write_text(text + "\n")
     written.append(out / f"{suite.name}.md")
     if args.plot:

@@ -1,12 +1,20 @@
 """Benchmark suites: one per subcommand of ``python -m ot_batch.bench``.
 
-A suite names its workloads, its default engines and its defaults. Adding a subcommand
-(``batch``, ``large``, ``gromov``, ``grad``): add its workloads and engines to their
-registries and one :class:`Suite` to :data:`SUITES`; the CLI picks it up.
+A suite owns its registries of workloads and engines (names are per suite: the ``batch``
+suite's ``pot_doc`` and ``ot_batch`` are not the ``cpu`` suite's), its defaults, the engine
+that values are verified against and the :class:`~ot_batch.bench.report.Layout` of its
+results. Adding a subcommand: write its workloads and engines (or reuse a registry) and add
+one :class:`Suite` to :data:`SUITES`; the CLI picks it up.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from . import batch_report, batch_workloads, engines, report, workloads
+from .device_engines import BATCH_ENGINES
+from .engines import Engine
+from .workloads import REFERENCE, Workload
 
 __all__ = ["Suite", "SUITES"]
 
@@ -15,13 +23,31 @@ __all__ = ["Suite", "SUITES"]
 class Suite:
     name: str
     help: str
-    workloads: tuple[str, ...]
-    engines: tuple[str, ...]
+    workloads: tuple[str, ...]  # default --workloads
+    engines: tuple[str, ...]  # default --engines
     verify: bool = True  # --verify default
+    workload_registry: Mapping[str, Workload] = field(
+        default_factory=lambda: workloads.WORKLOADS)
+    engine_registry: Mapping[str, Engine] = field(default_factory=lambda: engines.ENGINES)
+    verify_against: str = REFERENCE  # value_linear is compared with this engine's
+    layout: report.Layout = report.CPU
+
+    def workload(self, name: str, quick: bool = False) -> Workload:
+        """This suite's workload ``name`` (raises ValueError when unknown)."""
+        return workloads.lookup(self.workload_registry, name, quick)
 
 
 SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("cpu", "ot_batch vs POT ot.batch vs a loop of POT ot.solve, NumPy float64 on CPU",
           workloads=("pot_doc", "small_fixed", "converge_256"),
           engines=("ot_batch", "pot_batch", "pot_loop")),
+    Suite("batch", "ANCHORS.md's batches (float32, fixed iterations): ot_batch from costs and "
+                   "from points vs POT ot.batch (torch), OTT-JAX vmap and GeomLoss, on CUDA "
+                   "when present, else on CPU",
+          workloads=tuple(batch_workloads.WORKLOADS),
+          engines=tuple(BATCH_ENGINES),
+          workload_registry=batch_workloads.WORKLOADS,
+          engine_registry=BATCH_ENGINES,
+          verify_against=batch_report.VERIFY_AGAINST,
+          layout=batch_report.LAYOUT),
 )}
