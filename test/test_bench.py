@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("ot")
 
 from ot_batch.bench import main  # noqa: E402
-from ot_batch.bench import workloads  # noqa: E402
+from ot_batch.bench import report, workloads  # noqa: E402
 from ot_batch.bench.report import CSV_COLUMNS  # noqa: E402
 from ot_batch.bench.timing import measure  # noqa: E402
 
@@ -133,3 +133,238 @@ def test_measure_respects_budget():
     assert timing.repeats == 5 and out == 5
     timing, _ = measure(lambda: sum(range(10000)), repeats=5, budget_s=0.0)
     assert timing.repeats == 1
+
+
+# --- batch suite: ANCHORS.md's float32 batches, engines on CUDA when present, else CPU ---
+
+import importlib.util  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from ot_batch.bench import batch_report, batch_workloads, runner  # noqa: E402
+from ot_batch.bench.cli import build_parser  # noqa: E402
+from ot_batch.bench.device_engines import BATCH_ENGINES  # noqa: E402
+from ot_batch.bench.engines import Output  # noqa: E402
+from ot_batch.bench.timing import Timing  # noqa: E402
+
+BATCH_WLS = ["pot_doc", "small", "medium", "large"]
+BATCH_ENGS = ["ot_batch", "ot_batch_generic", "ot_batch_points", "pot_batch_torch", "ott_vmap",
+              "geomloss"]
+ALWAYS = {"ot_batch", "ot_batch_generic", "ot_batch_points", "pot_batch_torch"}
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="the batch suite's engines run on torch")
+
+
+def _peers_module():
+    """shared/bench/peers_batch.py (beside the checkout, or inside it), or skip."""
+    root = Path(__file__).resolve().parents[1]
+    for base in (root / "shared", root.parent / "shared", Path("/work/shared")):
+        path = base / "bench" / "peers_batch.py"
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("peers_batch_under_test", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            return mod
+    pytest.skip("shared/bench/peers_batch.py not found")
+
+
+def test_batch_workloads_are_the_peers():
+    peers = _peers_module()
+    ours = {w.name: (w.B, w.n, w.m, w.d, w.reg, w.max_iter)
+            for w in batch_workloads.WORKLOADS.values()}
+    assert ours == peers.WORKLOADS
+    assert all(w.tol == 0 for w in batch_workloads.WORKLOADS.values())
+    # Same bits for seed 0: the direct differences (small sizes) and, past 4e8 elements, the
+    # expanded |x|^2 + |y|^2 - 2 x.y the peers switch to.
+    for B, n, m, d in [(3, 5, 7, 4), (1, 2500, 2500, 64)]:
+        peers.WORKLOADS["under_test"] = (B, n, m, d, 0.05, 10)
+        X, Y, M, _, _ = peers.make("under_test")
+        X2, Y2, M2 = batch_workloads.anchors_data(B, n, m, d, seed=0)
+        assert M2.dtype == np.float32 and M2.shape == (B, n, m)
+        for ref, got in ((X, X2), (Y, Y2), (M, M2)):
+            assert np.array_equal(ref, got)
+
+
+def test_batch_problem_points_give_the_costs():
+    wl = batch_workloads.WORKLOADS["small"].quick_version()
+    pb = wl.generate(seed=3)
+    assert pb.M.dtype == pb.X.dtype == np.float32
+    assert pb.X.shape == (wl.B, wl.n, wl.d) and pb.Y.shape == (wl.B, wl.m, wl.d)
+    X, Y = pb.X.astype(np.float64), pb.Y.astype(np.float64)
+    D = ((X[:, :, None] - Y[:, None]) ** 2).sum(-1)
+    np.testing.assert_allclose(D, pb.M, rtol=1e-5, atol=1e-7)
+    assert not np.array_equal(pb.M, wl.generate(seed=4).M)
+    head = pb.head(2)
+    assert head.X.shape[0] == head.Y.shape[0] == head.M.shape[0] == 2
+
+
+def test_batch_suite_parses():
+    args = build_parser().parse_args(["batch", "--quick"])
+    assert args.engines == BATCH_ENGS and args.workloads == BATCH_WLS and args.verify
+    # Workload and engine names are the suite's own.
+    with pytest.raises(SystemExit):
+        main(["batch", "--workloads", "small_fixed", "--no-progress"])
+    with pytest.raises(SystemExit):
+        main(["batch", "--engines", "pot_loop", "--no-progress"])
+    assert workloads.get("pot_doc").B == 128 and workloads.get("pot_doc").tol == 1e-3
+
+
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_batch")
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["batch", "--quick", "--repeats", "1", "--no-progress", "--out", str(out)])
+    return rc, buf.getvalue(), out
+
+
+def _available():
+    return {e for e in BATCH_ENGS if BATCH_ENGINES[e].available() is None}
+
+
+@needs_torch
+def test_batch_quick_run_table_and_targets(batch_run):
+    rc, text, out = batch_run
+    assert rc == 0
+    header = next(line for line in text.splitlines() if line.startswith("| workload"))
+    for col in ("device", "median ms (batch)", "ms / iter", "x ot_batch",
+                "max rel diff value_linear", "HBM bound ms/iter", "exp bound ms/iter",
+                "x HBM bound"):
+        assert col in header
+    rows = [line.split("|") for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| workload")]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [
+        (w, e) for w in BATCH_WLS for e in BATCH_ENGS]
+    for e in set(BATCH_ENGS) - _available():
+        assert f"{e} skipped: " in text
+    # Every target is listed (the engines were all asked for), each with its own pair.
+    n_targets = sum(len(batch_workloads.WORKLOADS[w].targets) for w in BATCH_WLS)
+    assert text.count("target >= ") == n_targets == 14
+    _, csv_rows = _read(out / "batch.csv")
+    t = {(r["workload"], r["engine"]): float(r["median_s"]) for r in csv_rows}
+    ratio = t[("medium", "pot_batch_torch")] / t[("medium", "ot_batch_points")]
+    assert f"medium         pot_batch_torch / ot_batch_points = {ratio:6.2f}x" in text
+    assert "target >= 20x" in text
+    if "ott_vmap" in _available():
+        ratio = t[("small", "ott_vmap")] / t[("small", "ot_batch")]
+        assert f"small          ott_vmap / ot_batch = {ratio:6.2f}x   target >= 5x" in text
+    assert (out / "batch.md").read_text().startswith("# ot_batch bench batch --quick")
+    pytest.importorskip("matplotlib")
+    assert (out / "batch.png").stat().st_size > 1000
+
+
+@needs_torch
+def test_batch_quick_run_csv(batch_run):
+    _, text, out = batch_run
+    cols, rows = _read(out / "batch.csv")
+    assert cols == batch_report.CSV_COLUMNS
+    by = {(r["workload"], r["engine"]): r for r in rows}
+    available = _available()
+    assert ALWAYS <= available
+    for w in BATCH_WLS:
+        wl = batch_workloads.WORKLOADS[w].quick_version()
+        assert wl.B <= 8 and wl.n <= 16 and wl.max_iter <= 50
+        ref_ms = float(by[(w, "ot_batch")]["ms_per_iter"])
+        for e in BATCH_ENGS:
+            r = by[(w, e)]
+            hbm = float(r["hbm_bound_ms_per_iter"])
+            assert math.isclose(hbm, 1e3 * 8 * wl.B * wl.n * wl.m / 3.0e12)
+            assert math.isclose(float(r["exp_bound_ms_per_iter"]),
+                                1e3 * 2 * wl.B * wl.n * wl.m / 3.9e12)
+            if e not in available:
+                assert "not installed" in r["skipped"]
+                continue
+            assert r["skipped"] == "" and int(r["repeats"]) == 1
+            assert int(r["B"]) == wl.B and int(r["n"]) == wl.n
+            assert r["device"] in ("cpu", "cuda", "gpu")
+            median = float(r["median_s"])
+            assert median > 0
+            if e == "geomloss":  # own schedule, own value: total time only, not verified
+                assert r["comparable"] == "False"
+                assert math.isnan(float(r["ms_per_iter"]))
+                assert math.isnan(float(r["max_rel_diff_value_linear"]))
+                assert r["verified_against"] == ""
+                continue
+            ms = float(r["ms_per_iter"])
+            assert math.isclose(ms, 1e3 * median / wl.max_iter)
+            assert math.isclose(float(r["ratio_vs_ot_batch"]), ms / ref_ms)
+            assert math.isclose(float(r["x_hbm_bound"]), ms / hbm)
+            assert r["verified_against"] == "pot_batch_torch"
+            diff = float(r["max_rel_diff_value_linear"])
+            assert diff <= batch_report.FLAG_REL_DIFF, (w, e, diff)
+            assert r["flagged"] == "False"
+            assert float(r["iters_min"]) == float(r["iters_max"]) == wl.max_iter, (w, e)
+        assert float(by[(w, "pot_batch_torch")]["max_rel_diff_value_linear"]) == 0.0
+    assert "value_linear agrees with pot_batch_torch" in text and "FLAG" not in text
+
+
+@needs_torch
+def test_batch_engines_values():
+    """From costs, from points and POT's float64 NumPy solve give one value_linear."""
+    import ot
+
+    wl = batch_workloads.WORKLOADS["medium"].quick_version()
+    pb = wl.generate(seed=1)
+    engs = ["ot_batch", "ot_batch_points", "pot_batch_torch"]
+    cases = runner.run_suite([wl], engs, runner.Options(repeats=1, seed=1), progress=False,
+                             registry=BATCH_ENGINES)
+    ref = ot.batch.solve_batch(pb.M.astype(np.float64), reg=wl.reg, max_iter=wl.max_iter,
+                               tol=0.0, method="log_sinkhorn").value_linear
+    for c in cases:
+        assert c.output.value_linear.shape == (wl.B,)
+        np.testing.assert_allclose(c.output.value_linear, ref, rtol=2e-5, err_msg=c.engine)
+    pts = cases[1].output.value_linear
+    np.testing.assert_allclose(pts, cases[0].output.value_linear, rtol=1e-5)
+
+
+def _fake(wl, engine, seconds, values, comparable=True):
+    out = Output(np.asarray(values, dtype=np.float64))
+    return runner.Case(wl, engine, wl.B, Timing([seconds]), out, comparable=comparable,
+                       device="cpu")
+
+
+def test_batch_verification_flags_and_falls_back():
+    wl = batch_workloads.WORKLOADS["pot_doc"].quick_version()
+    v = np.linspace(1.0, 2.0, wl.B)
+    group = [_fake(wl, "ot_batch", 0.5, v * (1 + 3e-5)),
+             _fake(wl, "ot_batch_points", 0.25, v * (1 + 1e-6)),
+             _fake(wl, "pot_batch_torch", 5.0, v),
+             _fake(wl, "geomloss", 1.0, v * 3, comparable=False)]
+    runner._compare(group, against="pot_batch_torch")
+    ours, pts, pot, geo = group
+    assert math.isclose(ours.rel_diff, 3e-5, rel_tol=1e-6) and ours.diff_ref == "pot_batch_torch"
+    assert math.isclose(pts.rel_diff, 1e-6, rel_tol=1e-6) and pot.rel_diff == 0.0
+    assert math.isnan(geo.rel_diff) and geo.diff_ref == ""
+    assert pot.ratio == 10.0 and math.isclose(pts.per_iter_ms, 1e3 * 0.25 / wl.max_iter)
+    table = batch_report.table(group)
+    assert "3.0e-05 FLAG" in table and "1.0e-06 FLAG" not in table
+    assert "2.00x (total)" in table and "n/a (total only)" in table
+    notes = batch_report.notes(group)
+    assert "pot_doc: FLAG ot_batch differs from pot_batch_torch by 3.0e-05" in notes
+    assert "ot_batch_points differs" not in notes
+    targets = report.targets(group)
+    assert "pot_doc        pot_batch_torch / ot_batch =  10.00x   target >= 10x: met" in targets
+    assert "pot_batch_torch / ot_batch_points =  20.00x   target >= 20x: met" in targets
+    assert "ott_vmap" not in targets  # not asked for: no line
+    # Without POT, values are compared with ot_batch's, and the notes say so.
+    group = [_fake(wl, "ot_batch", 0.5, v), _fake(wl, "ot_batch_points", 0.5, v * (1 - 2e-5))]
+    runner._compare(group, against="pot_batch_torch")
+    assert group[1].diff_ref == "ot_batch" and math.isclose(group[1].rel_diff, 2e-5)
+    assert "(pot_batch_torch did not run)" in batch_report.notes(group)
+
+
+@needs_torch
+def test_batch_missing_package_is_skipped(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(BATCH_ENGINES["ott_vmap"], "available", lambda: "ott is not installed")
+    rc = main(["batch", "--quick", "--workloads", "pot_doc", "--engines", "ot_batch,ott_vmap",
+               "--repeats", "1", "--no-progress", "--no-plot", "--out", str(tmp_path)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "ott_vmap skipped: ott is not installed" in text
+    assert "pot_doc        ott_vmap / ot_batch: not measured (target >= 5x)" in text
+    _, rows = _read(tmp_path / "batch.csv")
+    assert [r["skipped"] for r in rows] == ["", "ott is not installed"]
