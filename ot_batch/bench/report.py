@@ -203,7 +203,7 @@ def plot(cases: Sequence[Case], path: Path, title: str) -> Path | None:
                 continue
             x = i - 0.4 + width * (j + 0.5)
             ax.bar(x, c.ratio, width, color=f"C{j}", label=e if i == 0 else None)
-            ax.annotate(f"{c.ratio:.1f}x", (x, c.ratio), ha="center", va="bottom", fontsize=8)
+            ax.annotate(f"{c.ratio:.2g}x", (x, c.ratio), ha="center", va="bottom", fontsize=8)
             if not math.isnan(c.target):
                 ax.hlines(c.target, x - width / 2, x + width / 2, colors="k",
                           linestyles="--", label=target_label)
