@@ -62,12 +62,7 @@ def check_finite(arg: str, x: Any, xp, ext) -> None:
     if _traced(ext, x):
         return
     axes = tuple(range(1, x.ndim))
-    raise_nonfinite(arg, ~xp.all(xp.isfinite(x), axis=axes) if axes else ~xp.isfinite(x),
-                    xp, ext)
-
-
-def raise_nonfinite(arg: str, bad: Any, xp, ext) -> None:
-    """ValueError naming ``arg`` and the problems where ``bad`` (B,) holds."""
+    bad = ~xp.all(xp.isfinite(x), axis=axes) if axes else ~xp.isfinite(x)
     if bool(xp.any(bad)):
         raise ValueError(f"{arg} contains NaN or inf (problems {_bad_problems(xp, ext, bad)})")
 

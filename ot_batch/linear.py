@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
+import numpy as np
+
 from . import _validate
 from .backends import pick, register
 from .backends import triton as _triton
@@ -275,11 +277,23 @@ def _as_float32(pb: _validate.LinearProblem) -> _validate.LinearProblem:
     return replace(pb, M=f(pb.M), a=f(pb.a), b=f(pb.b))
 
 
-def _fused_result(pb, f, value, value_linear, plan, lazy_plan=None) -> OTResult:
+def _fused_result(pb, f, value, value_linear, plan, lazy_plan=None, nonfinite=None):
+    """The OTResult of a fused solve. Its one read back to the host comes last, once every
+    launch is queued: the converged flags and (from M) the count of NaN / inf costs."""
+    import torch
+
+    flags = f.converged.to(torch.float32)
+    if nonfinite is not None:
+        flags = torch.cat([flags, nonfinite])
+    host = flags.cpu().numpy()
+    B = f.converged.shape[0]
+    if nonfinite is not None and (host[B:] > 0).any():
+        bad = np.nonzero(host[B:] > 0)[0][:10].tolist()
+        raise ValueError(f"M contains NaN or inf (problems {bad})")
     log = {"n_iter": f.n_iter, "converged": f.converged, "err": f.err}
     return OTResult(potentials=f.potentials, value=value, value_linear=value_linear,
                     plan=plan, log=log, backend=pb.xp, lazy_plan=lazy_plan,
-                    status=status_of(f.converged, pb.ext.to_numpy))
+                    status=status_of(host[:B] > 0, lambda x: x))
 
 
 @register("solve_batch", "triton", accepts=_fused_ok, auto=lambda problem: problem.M.is_cuda)
@@ -291,13 +305,12 @@ def _solve_fused(pb: _validate.LinearProblem) -> OTResult:
 
     f = fused.from_cost(pb)
     lin, plogp, rowsum, colsum, nonfinite = f.stats
-    # solve_batch deferred this check to here: the final pass counted the bad entries of M
-    _validate.raise_nonfinite("M", nonfinite > 0, pb.xp, pb.ext)
     if pb.grad == "envelope" and pb.M.requires_grad:
         lin = envelope.MatrixLinear.apply(pb.M, lin, f.plan)
     value, value_linear = _values_from_stats(_as_float32(pb), lin, plogp, rowsum, colsum,
                                              (pb.reg * f.lu, pb.reg * f.lv))
-    return _fused_result(pb, f, value, value_linear, f.plan)
+    # solve_batch left the NaN / inf test of M to the final pass, which counted them
+    return _fused_result(pb, f, value, value_linear, f.plan, nonfinite=nonfinite)
 
 
 def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,

@@ -253,6 +253,7 @@ def test_gpu_convergence_matches_generic(kw):
     fused = ot_batch.solve_batch(M, **opts)
     ref = ot_batch.solve_batch(M.double(), backend="generic", **opts)
     # both stop once their error is below tol: the plans differ by O(tol), not by round-off
-    _close(fused, ref, rtol=1e-4)
+    # (the fixed-iteration tests above hold them to 1e-5)
+    _close(fused, ref, rtol=1e-3)
     agree = (fused.log["n_iter"] == ref.log["n_iter"]).float().mean()
     assert float(agree) > 0.9  # float32 errors near tol can move a check by one block

@@ -14,7 +14,8 @@ the reference the tests compare this kernel to.
 The log-domain iterations are computed in absorbed form (Schmitzer's stabilised scaling):
 the program keeps ``Kt = exp(logK + u0 + v0)`` for potentials ``u0``, ``v0`` absorbed
 earlier, and each half-iteration is a sum ``Kt exp(v - v0)`` and a log per line instead of an
-exponential per entry. Whenever the potentials drift more than ``ABSORB`` from the absorbed
+exponential per entry (balanced problems iterate on the scalings ``exp(u - u0)`` themselves:
+a division per line). Whenever the potentials drift more than ``ABSORB`` from the absorbed
 ones, or a line sum under- or overflows, the program recomputes that line sum as a true
 log-sum-exp and absorbs the new potentials: the iterates are the log-domain ones, never
 overflow, and cost an exponential per entry only when the potentials move a lot.
@@ -35,6 +36,7 @@ MAX_ELEMENTS = 64 * 64
 # Re-absorb when a potential moved this far (in log units) from its absorbed value: the
 # scalings exp(u - u0) stay within float32 with a wide margin.
 ABSORB = tl.constexpr(20.0)
+ABSORB_RATIO = tl.constexpr(4.85e8)  # exp(ABSORB), for the scalings of balanced problems
 # Tunables for experiments (``warps``: warps per program).
 TUNING: dict = {}
 
@@ -76,6 +78,15 @@ def _drift(new, old0, w):
 
 
 @triton.jit
+def _ratio(x, w):
+    """Largest of ``x`` and ``1 / x`` over the lines with weight (``inf`` when a scaling is
+    0, infinite or NaN): how far scalings moved from the absorbed potentials."""
+    t = tl.maximum(x, 1.0 / x)
+    t = tl.where(t < float("inf"), t, float("inf"))  # NaN too
+    return tl.max(tl.where(w > 0, t, 0.0), axis=0)
+
+
+@triton.jit
 def _log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d, inv_reg,
                 COST: tl.constexpr, PREC: tl.constexpr, SHIFT: tl.constexpr, BN: tl.constexpr,
                 BM: tl.constexpr, BD: tl.constexpr):
@@ -112,12 +123,41 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
         v0 = v0 * 0.0
     Kt = tl.exp(_log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d, inv_reg, COST,
                             PREC, SHIFT, BN, BM, BD) + u0[:, None] + v0[None, :])
+    if LOG and BALANCED:  # iterate on the scalings exp(u - u0), exp(v - v0)
+        uu = tl.exp(uu - u0)
+        vv = tl.exp(vv - v0)
     err = float("inf")
     it = 0
     done = 0
     while (it < max_iter) & (done == 0):
         check = ((it + 1) % check_every == 0) | (it + 1 == max_iter)
-        if LOG:
+        if LOG and BALANCED:
+            r = tl.sum(Kt * vv[None, :], axis=1)
+            row = tl.minimum(uu * r, 1.0e13)  # row sums of the current plan (e^30 cap)
+            u_new = tl.where(aa > 0, aa / r, 0.0)
+            v_new = tl.where(bb > 0, bb / tl.sum(Kt * u_new[:, None], axis=0), 0.0)
+            drift = tl.maximum(_ratio(u_new, aa), _ratio(v_new, bb))
+            if drift > ABSORB_RATIO:
+                lu = u0 + tl.log(u_new)
+                lv = v0 + tl.log(v_new)
+                if drift == float("inf"):
+                    # a line sum under- or overflowed: redo this iteration as true
+                    # log-sum-exps from the log-potentials it started from
+                    logK = _log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
+                                       inv_reg, COST, PREC, SHIFT, BN, BM, BD)
+                    lu_old = u0 + tl.log(uu)
+                    red = lse(logK + (v0 + tl.log(vv))[None, :], 1)
+                    row = tl.exp(tl.minimum(lu_old + red, 30.0))
+                    lu = marginal_update(red, aa, la, 1.0, LOG)
+                    lv = marginal_update(lse(logK + lu[:, None], 0), bb, lb, 1.0, LOG)
+                u0 = _finite(lu)
+                v0 = _finite(lv)
+                Kt = tl.exp(_log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
+                                        inv_reg, COST, PREC, SHIFT, BN, BM, BD)
+                            + u0[:, None] + v0[None, :])
+                u_new = tl.exp(lu - u0)
+                v_new = tl.exp(lv - v0)
+        elif LOG:
             red = _log_sums(Kt, vv, v0, 1) - u0
             u_new = marginal_update(red, aa, la, phi_a, LOG)
             v_new = marginal_update(_log_sums(Kt, u_new, u0, 0) - v0, bb, lb, phi_b, LOG)
@@ -138,14 +178,11 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
                             + u0[:, None] + v0[None, :])
         else:
             red = tl.sum(Kt * vv[None, :], axis=1)
+            row = uu * red
             u_new = marginal_update(red, aa, la, phi_a, LOG)
             v_new = marginal_update(tl.sum(Kt * u_new[:, None], axis=0), bb, lb, phi_b, LOG)
         if check:  # the error of the plan before this iteration, as the generic solver reads it
             if BALANCED:
-                if LOG:
-                    row = tl.exp(tl.minimum(uu + red, 30.0))
-                else:
-                    row = uu * red
                 err = tl.sqrt(tl.sum(tl.where(rm, (row - aa) * (row - aa), 0.0), axis=0))
             else:
                 err = tl.maximum(change(u_new, uu, rm, LOG), change(v_new, vv, cm, LOG))
@@ -153,6 +190,9 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
                 done = 1  # converged, or broke (a non-finite error)
         uu, vv = u_new, v_new
         it += 1
+    if LOG and BALANCED:
+        uu = u0 + safe_log(uu)
+        vv = v0 + safe_log(vv)
     tl.store(u + pid * n + rows, uu, mask=rm)
     tl.store(v + pid * m + cols, vv, mask=cm)
     tl.store(n_iter_out + pid, it)
