@@ -40,6 +40,28 @@ def cost_tile(M, X, Y, xn, yn, pid, rows, cols, n, m, d, COST: tl.constexpr,
 
 
 @triton.jit
+def cost_tile_direct(X, Y, pid, rows, cols, n, m, d, COST: tl.constexpr, BN: tl.constexpr,
+                     BM: tl.constexpr):
+    """:func:`cost_tile` from points, one coordinate at a time on the CUDA cores: exact
+    float32 (no cancellation in ``|x|^2 + |y|^2 - 2 x.y``), any tile shape, and the tile
+    stays in the plain layout the reductions of an on-chip solve want."""
+    rm = rows < n
+    cm = cols < m
+    xb = X + pid.to(tl.int64) * n * d
+    yb = Y + pid.to(tl.int64) * m * d
+    c = tl.zeros([BN, BM], tl.float32)
+    for k in range(0, d):
+        xk = tl.load(xb + rows * d + k, mask=rm, other=0.0).to(tl.float32)
+        yk = tl.load(yb + cols * d + k, mask=cm, other=0.0).to(tl.float32)
+        if COST == 1:
+            diff = xk[:, None] - yk[None, :]
+            c += diff * diff
+        else:
+            c -= xk[:, None] * yk[None, :]
+    return tl.where(rm[:, None] & cm[None, :], c, 0.0)
+
+
+@triton.jit
 def log_kernel_tile(c, ra, rb, pid, rows, cols, n, m, inv_reg, SHIFT: tl.constexpr):
     """``-c / reg`` (+ the row and column shifts of the KL reference), ``-inf`` outside."""
     rm = rows < n

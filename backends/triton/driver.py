@@ -142,9 +142,9 @@ def finish(*, cost: int, M, X, Y, xn, yn, ra, rb, u, v, inv_reg: float, plan, pr
     m = v.shape[1]
     d = 0 if X is None else X.shape[2]
     dev = u.device
-    stats = torch.zeros((B, 3), dtype=torch.float32, device=dev)
-    rowsum = torch.zeros((B, n), dtype=torch.float32, device=dev)
-    colsum = torch.zeros((B, m), dtype=torch.float32, device=dev)
+    acc = torch.zeros(B * (3 + m), dtype=torch.float32, device=dev)  # atomics: one fill
+    stats, colsum = acc[:3 * B].view(B, 3), acc[3 * B:].view(B, m)
+    rowsum = torch.empty((B, n), dtype=torch.float32, device=dev)  # every row is written
     if B:
         t = tiles(n, m, d, cost != ks.FROM_MATRIX)
         shift = ra is not None

@@ -27,7 +27,8 @@ import triton
 import triton.language as tl
 
 from ._lse import lse
-from ._parts import change, cost_tile, log_kernel_tile, marginal_update, safe_log
+from ._parts import (change, cost_tile, cost_tile_direct, log_kernel_tile, marginal_update,
+                     safe_log)
 
 # Largest padded n x m kept on chip (elements per program); beyond it the streaming passes
 # of :mod:`.sinkhorn_stream` take over. Two 64 x 64 fp32 tiles are 64 registers a thread at
@@ -41,13 +42,13 @@ ABSORB_RATIO = tl.constexpr(4.85e8)  # exp(ABSORB), for the scalings of balanced
 TUNING: dict = {}
 
 
-def _p2(x: int, points: bool) -> int:
-    return max(16 if points else 1, triton.next_power_of_2(max(x, 1)))
+def _p2(x: int) -> int:
+    return triton.next_power_of_2(max(x, 1))
 
 
-def fits(n: int, m: int, points: bool = False) -> bool:
-    """Whether one program can hold a problem of this size (``tl.dot`` tiles are >= 16)."""
-    return _p2(n, points) * _p2(m, points) <= MAX_ELEMENTS
+def fits(n: int, m: int) -> bool:
+    """Whether one program can hold a problem of this size."""
+    return _p2(n) * _p2(m) <= MAX_ELEMENTS
 
 
 @triton.jit
@@ -92,7 +93,10 @@ def _log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d, inv_reg,
                 BM: tl.constexpr, BD: tl.constexpr):
     """The log-kernel tile (``-inf`` outside), the cost read or recomputed again: from L2 at
     these sizes, and no registers held for it between absorptions."""
-    c = cost_tile(M, X, Y, xn, yn, pid, rows, cols, n, m, d, COST, PREC, BN, BM, BD)
+    if COST == 0:
+        c = cost_tile(M, X, Y, xn, yn, pid, rows, cols, n, m, d, COST, PREC, BN, BM, BD)
+    else:
+        c = cost_tile_direct(X, Y, pid, rows, cols, n, m, d, COST, BN, BM)
     return log_kernel_tile(c, ra, rb, pid, rows, cols, n, m, inv_reg, SHIFT)
 
 
@@ -100,8 +104,8 @@ def _log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d, inv_reg,
 def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, conv_out, n, m,
                      d, inv_reg, phi_a, phi_b, max_iter, tol, check_every, COST: tl.constexpr,
                      PREC: tl.constexpr, LOG: tl.constexpr, BALANCED: tl.constexpr,
-                     SHIFT: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
-                     BD: tl.constexpr):
+                     SHIFT: tl.constexpr, HAS_INIT: tl.constexpr, BN: tl.constexpr,
+                     BM: tl.constexpr, BD: tl.constexpr):
     pid = tl.program_id(0)
     rows = tl.arange(0, BN)
     cols = tl.arange(0, BM)
@@ -112,8 +116,13 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
     la = safe_log(aa)
     lb = safe_log(bb)
     fill = float("-inf") if LOG else 0.0
-    uu = tl.load(u + pid * n + rows, mask=rm, other=fill).to(tl.float32)
-    vv = tl.load(v + pid * m + cols, mask=cm, other=fill).to(tl.float32)
+    if HAS_INIT:
+        uu = tl.load(u + pid * n + rows, mask=rm, other=fill).to(tl.float32)
+        vv = tl.load(v + pid * m + cols, mask=cm, other=fill).to(tl.float32)
+    else:  # the generic solver's start: 0 (log-scalings) or 1 (scalings) everywhere
+        start = 0.0 if LOG else 1.0
+        uu = tl.where(rm, start, fill)
+        vv = tl.where(cm, start, fill)
     u0 = _finite(uu)
     v0 = _finite(vv)
     if LOG:  # absorbed kernel; the scaling domain keeps K itself (u0 = v0 = 0)
@@ -201,8 +210,9 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
 
 
 def solve(*, cost, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg, phi, max_iter, tol,
-          check_every, log, balanced, prec="ieee"):
-    """Run the whole solve in one launch; ``u`` and ``v`` (float32) are updated in place.
+          check_every, log, balanced, prec="ieee", has_init=True):
+    """Run the whole solve in one launch; ``u`` and ``v`` (float32) are updated in place
+    (read first only when ``has_init``; else the kernel starts from 0, or 1 for scalings).
 
     The cost is ``M`` (``cost=FROM_MATRIX``) or recomputed from ``X``, ``Y`` (see
     :mod:`.sinkhorn_stream`); ``ra`` and ``rb`` (or None) are added to the rows and columns
@@ -212,11 +222,11 @@ def solve(*, cost, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg, phi, max_iter, 
     m = v.shape[1]
     d = 0 if X is None else X.shape[2]
     dev = u.device
-    n_iter = torch.zeros(B, dtype=torch.int32, device=dev)
-    err = torch.full((B,), float("inf"), dtype=torch.float32, device=dev)
-    conv = torch.zeros(B, dtype=torch.int8, device=dev)
-    points = cost != 0
-    BN, BM = _p2(n, points), _p2(m, points)
+    # every program writes its own entries: no fill launches
+    n_iter = torch.empty(B, dtype=torch.int32, device=dev)
+    err = torch.empty(B, dtype=torch.float32, device=dev)
+    conv = torch.empty(B, dtype=torch.int8, device=dev)
+    BN, BM = _p2(n), _p2(m)
     BD = max(16, min(64, triton.next_power_of_2(max(d, 1))))
     shift = ra is not None
     if not shift:
@@ -229,6 +239,7 @@ def solve(*, cost, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg, phi, max_iter, 
         _resident_kernel[(B,)](M_, X_, Y_, xn_, yn_, ra, rb, a, b, u, v, n_iter, err, conv, n,
                                m, d, float(inv_reg), float(phi[0]), float(phi[1]), max_iter,
                                float(tol), check_every, COST=cost, PREC=prec, LOG=log,
-                               BALANCED=balanced, SHIFT=shift, BN=BN, BM=BM, BD=BD,
+                               BALANCED=balanced, SHIFT=shift, HAS_INIT=has_init, BN=BN,
+                               BM=BM, BD=BD,
                                num_warps=warps)
     return n_iter, err, conv.bool()

@@ -67,13 +67,19 @@ def _setup(pb: Any, log: bool, device: torch.device):
     B, n, m = a.shape[0], a.shape[1], b.shape[1]
     if pb.potentials_init is not None:
         u, v = (p.detach().to(torch.float32).contiguous().clone() for p in pb.potentials_init)
-    else:
-        fill = 0.0 if log else 1.0
-        u = torch.full((B, n), fill, dtype=torch.float32, device=device)
-        v = torch.full((B, m), fill, dtype=torch.float32, device=device)
+    else:  # filled by the on-chip kernel itself, or by _start
+        u = torch.empty((B, n), dtype=torch.float32, device=device)
+        v = torch.empty((B, m), dtype=torch.float32, device=device)
     loop = dict(inv_reg=1.0 / reg, phi=phi, max_iter=pb.max_iter, tol=pb.tol,
                 check_every=pb.check_every, balanced=balanced)
-    return a, b, ra, rb, u, v, loop
+    return a, b, ra, rb, u, v, loop, pb.potentials_init is not None
+
+
+def _start(u, v, has_init: bool, log: bool) -> None:
+    """The generic solver's starting potentials, for the streaming passes."""
+    if not has_init:
+        u.fill_(0.0 if log else 1.0)
+        v.fill_(0.0 if log else 1.0)
 
 
 def _pack(u, v, log, n_iter, err, conv, plan, stats, dtype) -> Fused:
@@ -87,12 +93,14 @@ def from_cost(pb: Any) -> Fused:
     M = pb.M.detach().contiguous()
     B, n, m = M.shape
     log = pb.method == "log_sinkhorn"
-    a, b, ra, rb, u, v, loop = _setup(pb, log, M.device)
+    a, b, ra, rb, u, v, loop, has_init = _setup(pb, log, M.device)
     if sinkhorn_resident.fits(n, m):
         n_iter, err, conv = sinkhorn_resident.solve(cost=FROM_MATRIX, M=M, X=None, Y=None,
                                                     xn=None, yn=None, ra=ra, rb=rb, a=a, b=b,
-                                                    u=u, v=v, log=log, **loop)
+                                                    u=u, v=v, log=log, has_init=has_init,
+                                                    **loop)
     else:
+        _start(u, v, has_init, log)
         src, sra, srb = M, ra, rb
         if not log:  # the scaling domain streams the kernel K itself, formed once
             logK = -M.to(torch.float32) * loop["inv_reg"]
@@ -135,14 +143,18 @@ def from_points(sp: Any) -> Fused:
     pb = sp.linear
     log = pb.method == "log_sinkhorn"
     cost, X, Y, xn, yn = point_inputs(sp.X, sp.Y, sp.metric)
-    a, b, ra, rb, u, v, loop = _setup(pb, True, X.device)
-    if not log and pb.potentials_init is not None:  # scalings in, log-domain iterations
+    a, b, ra, rb, u, v, loop, has_init = _setup(pb, True, X.device)
+    if not log and has_init:  # scalings in, log-domain iterations
         u, v = _safe_log(u), _safe_log(v)
     prec = POINTS_PRECISION if X.dtype == torch.float32 else "ieee"
     pts = dict(cost=cost, M=None, X=X, Y=Y, xn=xn, yn=yn, ra=ra, rb=rb, prec=prec)
     B, n, m = a.shape[0], a.shape[1], b.shape[1]
-    run = sinkhorn_resident.solve if sinkhorn_resident.fits(n, m, points=True) else driver.run
-    n_iter, err, conv = run(a=a, b=b, u=u, v=v, log=True, **pts, **loop)
+    if sinkhorn_resident.fits(n, m):
+        n_iter, err, conv = sinkhorn_resident.solve(a=a, b=b, u=u, v=v, log=True,
+                                                    has_init=has_init, **pts, **loop)
+    else:
+        _start(u, v, has_init, True)
+        n_iter, err, conv = driver.run(a=a, b=b, u=u, v=v, log=True, **pts, **loop)
     dtype = result_dtype(X.dtype)
     plan = None if sp.lazy else torch.empty((B, n, m), dtype=dtype, device=X.device)
     stats = driver.finish(u=u, v=v, inv_reg=loop["inv_reg"], plan=plan, **pts)
