@@ -307,8 +307,8 @@ def _solve_fused(pb: _validate.LinearProblem) -> OTResult:
     lin, plogp, rowsum, colsum, nonfinite = f.stats
     if pb.grad == "envelope" and pb.M.requires_grad:
         lin = envelope.MatrixLinear.apply(pb.M, lin, f.plan)
-    value, value_linear = _values_from_stats(_as_float32(pb), lin, plogp, rowsum, colsum,
-                                             (pb.reg * f.lu, pb.reg * f.lv))
+    dual = (pb.reg * f.lu, pb.reg * f.lv) if pb.grad == "envelope" else None
+    value, value_linear = _values_from_stats(_as_float32(pb), lin, plogp, rowsum, colsum, dual)
     # solve_batch left the NaN / inf test of M to the final pass, which counted them
     return _fused_result(pb, f, value, value_linear, f.plan, nonfinite=nonfinite)
 

@@ -14,11 +14,13 @@ the reference the tests compare this kernel to.
 The log-domain iterations are computed in absorbed form (Schmitzer's stabilised scaling):
 the program keeps ``Kt = exp(logK + u0 + v0)`` for potentials ``u0``, ``v0`` absorbed
 earlier, and each half-iteration is a sum ``Kt exp(v - v0)`` and a log per line instead of an
-exponential per entry (balanced problems iterate on the scalings ``exp(u - u0)`` themselves:
-a division per line). Whenever the potentials drift more than ``ABSORB`` from the absorbed
-ones, or a line sum under- or overflows, the program recomputes that line sum as a true
-log-sum-exp and absorbs the new potentials: the iterates are the log-domain ones, never
-overflow, and cost an exponential per entry only when the potentials move a lot.
+exponential per entry. Whenever the potentials drift more than ``ABSORB`` from the absorbed
+ones the program absorbs them, and when a line sum under- or overflows it redoes the
+iterations as true log-sum-exps: the iterates are the log-domain ones, never overflow, and
+cost an exponential per entry only when the potentials move a lot. Balanced problems iterate
+on the scalings ``exp(u - u0)`` themselves, a division per line, and test them only on
+check iterations (redoing the iterations since the last check when one of them under- or
+overflowed).
 """
 from __future__ import annotations
 
@@ -135,37 +137,50 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
     if LOG and BALANCED:  # iterate on the scalings exp(u - u0), exp(v - v0)
         uu = tl.exp(uu - u0)
         vv = tl.exp(vv - v0)
+    # the state at the last check, which an iteration that over- or underflowed restarts from
+    cu = uu
+    cv = vv
+    cit = 0
     err = float("inf")
     it = 0
     done = 0
     while (it < max_iter) & (done == 0):
         check = ((it + 1) % check_every == 0) | (it + 1 == max_iter)
         if LOG and BALANCED:
+            # a division per line; the scalings are only tested (and absorbed) on checks
             r = tl.sum(Kt * vv[None, :], axis=1)
             row = tl.minimum(uu * r, 1.0e13)  # row sums of the current plan (e^30 cap)
             u_new = tl.where(aa > 0, aa / r, 0.0)
             v_new = tl.where(bb > 0, bb / tl.sum(Kt * u_new[:, None], axis=0), 0.0)
-            drift = tl.maximum(_ratio(u_new, aa), _ratio(v_new, bb))
-            if drift > ABSORB_RATIO:
-                lu = u0 + tl.log(u_new)
-                lv = v0 + tl.log(v_new)
-                if drift == float("inf"):
-                    # a line sum under- or overflowed: redo this iteration as true
-                    # log-sum-exps from the log-potentials it started from
-                    logK = _log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
-                                       inv_reg, COST, PREC, SHIFT, BN, BM, BD)
-                    lu_old = u0 + tl.log(uu)
-                    red = lse(logK + (v0 + tl.log(vv))[None, :], 1)
-                    row = tl.exp(tl.minimum(lu_old + red, 30.0))
-                    lu = marginal_update(red, aa, la, 1.0, LOG)
-                    lv = marginal_update(lse(logK + lu[:, None], 0), bb, lb, 1.0, LOG)
-                u0 = _finite(lu)
-                v0 = _finite(lv)
-                Kt = tl.exp(_log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
-                                        inv_reg, COST, PREC, SHIFT, BN, BM, BD)
-                            + u0[:, None] + v0[None, :])
-                u_new = tl.exp(lu - u0)
-                v_new = tl.exp(lv - v0)
+            if check:
+                drift = tl.maximum(_ratio(u_new, aa), _ratio(v_new, bb))
+                if drift > ABSORB_RATIO:
+                    lu = u0 + tl.log(u_new)
+                    lv = v0 + tl.log(v_new)
+                    if drift == float("inf"):
+                        # a line sum under- or overflowed since the last check: redo those
+                        # iterations as true log-sum-exps from the state of that check
+                        logK = _log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
+                                           inv_reg, COST, PREC, SHIFT, BN, BM, BD)
+                        lu = u0 + tl.log(cu)
+                        lv = v0 + tl.log(cv)
+                        j = cit
+                        while j <= it:
+                            red = lse(logK + lv[None, :], 1)
+                            row = tl.exp(tl.minimum(lu + red, 30.0))
+                            lu = marginal_update(red, aa, la, 1.0, LOG)
+                            lv = marginal_update(lse(logK + lu[:, None], 0), bb, lb, 1.0, LOG)
+                            j += 1
+                    u0 = _finite(lu)
+                    v0 = _finite(lv)
+                    Kt = tl.exp(_log_kernel(M, X, Y, xn, yn, ra, rb, pid, rows, cols, n, m, d,
+                                            inv_reg, COST, PREC, SHIFT, BN, BM, BD)
+                                + u0[:, None] + v0[None, :])
+                    u_new = tl.exp(lu - u0)
+                    v_new = tl.exp(lv - v0)
+                cu = u_new
+                cv = v_new
+                cit = it + 1
         elif LOG:
             red = _log_sums(Kt, vv, v0, 1) - u0
             u_new = marginal_update(red, aa, la, phi_a, LOG)
@@ -206,7 +221,7 @@ def _resident_kernel(M, X, Y, xn, yn, ra, rb, a, b, u, v, n_iter_out, err_out, c
     tl.store(v + pid * m + cols, vv, mask=cm)
     tl.store(n_iter_out + pid, it)
     tl.store(err_out + pid, err)
-    tl.store(conv_out + pid, (err < tol).to(tl.int8))
+    tl.store(conv_out + pid, err < tol)
 
 
 def solve(*, cost, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg, phi, max_iter, tol,
@@ -223,9 +238,9 @@ def solve(*, cost, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg, phi, max_iter, 
     d = 0 if X is None else X.shape[2]
     dev = u.device
     # every program writes its own entries: no fill launches
-    n_iter = torch.empty(B, dtype=torch.int32, device=dev)
+    n_iter = torch.empty(B, dtype=torch.int64, device=dev)
     err = torch.empty(B, dtype=torch.float32, device=dev)
-    conv = torch.empty(B, dtype=torch.int8, device=dev)
+    conv = torch.empty(B, dtype=torch.bool, device=dev)
     BN, BM = _p2(n), _p2(m)
     BD = max(16, min(64, triton.next_power_of_2(max(d, 1))))
     shift = ra is not None
@@ -242,4 +257,4 @@ def solve(*, cost, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg, phi, max_iter, 
                                BALANCED=balanced, SHIFT=shift, HAS_INIT=has_init, BN=BN,
                                BM=BM, BD=BD,
                                num_warps=warps)
-    return n_iter, err, conv.bool()
+    return n_iter, err, conv
