@@ -130,6 +130,18 @@ def test_half_inputs_accumulate_in_float32():
     assert _rel(fused.value_linear, ref.value_linear) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("size", [(8, 9), (40, 130)], ids=["on-chip", "streaming"])
+def test_half_points(dtype, size):
+    X, Y = _points(2, *size, 3)
+    Xh, Yh = X.to(dtype), Y.to(dtype)
+    opts = dict(reg=0.5, max_iter=30, tol=0.0)
+    fused = ot_batch.solve_sample_batch(Xh, Yh, backend="triton", **opts)
+    ref = ot_batch.solve_sample_batch(Xh.double(), Yh.double(), backend="generic", **opts)
+    assert fused.value.dtype == torch.float32
+    assert _rel(fused.value_linear, ref.value_linear) < 1e-5
+
+
 @pytest.mark.parametrize("size", [(6, 9), (70, 90)], ids=["on-chip", "streaming"])
 def test_envelope_gradients_match_generic(size):
     M = _costs(2, *size).requires_grad_()

@@ -4,7 +4,8 @@
 whole in :mod:`.sinkhorn_resident`, larger ones through the passes of
 :mod:`.sinkhorn_stream`. :func:`from_points` serves ``solve_sample_batch`` and never forms the
 cost. Both compute in float32 whatever the input (float16 / bfloat16 inputs are read as they
-are and accumulated in float32) and return float32 results for half-precision inputs.
+are and accumulated in float32; point clouds are converted to float32, being small) and
+return float32 results for half-precision inputs.
 
 Gradients are not taken through the kernels: ``ot_batch.linear`` forms the values from the
 plan's statistics and the autograd Functions of :mod:`.envelope`, with the envelope
@@ -126,15 +127,15 @@ def point_inputs(X: torch.Tensor, Y: torch.Tensor, metric: str):
     :func:`ot_batch.dist_batch` does: ``|x|^2 + |y|^2 - 2 x.y`` cancels badly far from the
     origin, and the cost does not change.
     """
-    X, Y = X.detach(), Y.detach()
+    # float32 points whatever the input: they are small next to the n x m work, and centring
+    # or norms in a half type would lose the digits the cost needs
+    X, Y = X.detach().to(torch.float32), Y.detach().to(torch.float32)
     if metric == "negdot":
         return NEG_DOT, X.contiguous(), Y.contiguous(), None, None
     n, m = X.shape[1], Y.shape[1]
-    Xf, Yf = X.to(torch.float32), Y.to(torch.float32)
-    c = (Xf.sum(1, keepdim=True) + Yf.sum(1, keepdim=True)) / max(n + m, 1)
-    Xf, Yf = Xf - c, Yf - c
-    xn, yn = (Xf * Xf).sum(2).contiguous(), (Yf * Yf).sum(2).contiguous()
-    return (SQEUCLIDEAN, Xf.to(X.dtype).contiguous(), Yf.to(Y.dtype).contiguous(), xn, yn)
+    c = (X.sum(1, keepdim=True) + Y.sum(1, keepdim=True)) / max(n + m, 1)
+    X, Y = (X - c).contiguous(), (Y - c).contiguous()
+    return SQEUCLIDEAN, X, Y, (X * X).sum(2).contiguous(), (Y * Y).sum(2).contiguous()
 
 
 def from_points(sp: Any) -> Fused:
@@ -146,8 +147,7 @@ def from_points(sp: Any) -> Fused:
     a, b, ra, rb, u, v, loop, has_init = _setup(pb, True, X.device)
     if not log and has_init:  # scalings in, log-domain iterations
         u, v = _safe_log(u), _safe_log(v)
-    prec = POINTS_PRECISION if X.dtype == torch.float32 else "ieee"
-    pts = dict(cost=cost, M=None, X=X, Y=Y, xn=xn, yn=yn, ra=ra, rb=rb, prec=prec)
+    pts = dict(cost=cost, M=None, X=X, Y=Y, xn=xn, yn=yn, ra=ra, rb=rb, prec=POINTS_PRECISION)
     B, n, m = a.shape[0], a.shape[1], b.shape[1]
     if sinkhorn_resident.fits(n, m):
         n_iter, err, conv = sinkhorn_resident.solve(a=a, b=b, u=u, v=v, log=True,
@@ -155,7 +155,7 @@ def from_points(sp: Any) -> Fused:
     else:
         _start(u, v, has_init, True)
         n_iter, err, conv = driver.run(a=a, b=b, u=u, v=v, log=True, **pts, **loop)
-    dtype = result_dtype(X.dtype)
+    dtype = result_dtype(sp.X.dtype)
     plan = None if sp.lazy else torch.empty((B, n, m), dtype=dtype, device=X.device)
     stats = driver.finish(u=u, v=v, inv_reg=loop["inv_reg"], plan=plan, **pts)
     pot = (u, v) if log else (torch.exp(u), torch.exp(v))
