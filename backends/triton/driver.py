@@ -1,6 +1,9 @@
 """The host side of the streaming Sinkhorn: launches, tile shapes and the exit test.
 
-The host never waits for the GPU inside the loop. Every ``check_every`` iterations a small
+Iterations run in blocks of ``check_every`` (two passes each, then the check); on CUDA the
+first block runs as it is and the next ones replay a CUDA graph of it, so the host's cost per
+block is one replay, whatever the number of kernels. The host never waits for the GPU inside
+the loop. Every ``check_every`` iterations a small
 launch retires the problems that converged (:func:`.sinkhorn_stream._check_kernel`); then the
 number of problems still active is copied to pinned host memory without blocking, and the
 loop reads an earlier copy once its event has completed. So the loop stops at most one check
@@ -116,23 +119,61 @@ def run(*, cost: int, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg: float,
     grid_r = (B, triton.cdiv(n, t.row[0]))
     grid_c = (B, triton.cdiv(m, t.col[1]))
     chg_bits = chg.view(torch.int32)
+    it_dev = torch.zeros(1, dtype=torch.int32, device=dev)
+
+    def block(k: int) -> None:
+        """k iterations, the error taken on the last, then the check."""
+        for j in range(k):
+            last = int(j == k - 1)
+            ks._pass_kernel[grid_r](M_, X_, Y_, xn_, yn_, ra, rb, a, u, v, active, errsq,
+                                    chg_bits, n, m, d, inv_reg, phi[0], last, COLS=False,
+                                    BN=t.row[0], BM=t.row[1], **common)
+            ks._pass_kernel[grid_c](M_, X_, Y_, xn_, yn_, ra, rb, b, v, u, active, errsq,
+                                    chg_bits, n, m, d, inv_reg, phi[1], last, COLS=True,
+                                    BN=t.col[0], BM=t.col[1], **common)
+        it_dev.add_(k)
+        ks._check_kernel[(B,)](active, errsq, chg, n_iter, err, conv, it_dev, tol,
+                               BALANCED=balanced)
+
+    # checks at multiples of check_every and at max_iter, as the generic loop
+    sizes = [check_every] * (max_iter // check_every)
+    if max_iter % check_every:
+        sizes.append(max_iter % check_every)
     flag = _ExitFlag(active)
-    for it in range(1, max_iter + 1):
-        check = it % check_every == 0 or it == max_iter
-        ks._pass_kernel[grid_r](M_, X_, Y_, xn_, yn_, ra, rb, a, u, v, active, errsq, chg_bits,
-                                n, m, d, inv_reg, phi[0], int(check), COLS=False,
-                                BN=t.row[0], BM=t.row[1], **common)
-        ks._pass_kernel[grid_c](M_, X_, Y_, xn_, yn_, ra, rb, b, v, u, active, errsq, chg_bits,
-                                n, m, d, inv_reg, phi[1], int(check), COLS=True,
-                                BN=t.col[0], BM=t.col[1], **common)
-        if check:
-            ks._check_kernel[(B,)](active, errsq, chg, n_iter, err, conv, it, tol,
-                                   BALANCED=balanced)
-            if tol > 0 and it < max_iter:
-                if flag.all_done():
-                    break
-                flag.post()
+    graph = None
+    done = 0
+    for i, k in enumerate(sizes):
+        if graph is not None and k == check_every:
+            graph.replay()
+        else:
+            block(k)
+            if i == 0 and u.is_cuda and sizes[1:].count(check_every) >= 2:
+                graph = _capture(lambda: block(check_every))
+        done += k
+        if tol > 0 and done < max_iter:
+            if flag.all_done():
+                break
+            flag.post()
     return n_iter, err, conv.bool()
+
+
+def _capture(launch):
+    """A CUDA graph of ``launch()`` (captured, not run), or None where capture fails: the
+    launches of a block then cost one replay instead of a Python call per kernel."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.stream(side):
+            graph.capture_begin()
+            try:
+                launch()
+            finally:
+                graph.capture_end()
+    except RuntimeError:
+        return None
+    torch.cuda.current_stream().wait_stream(side)
+    return graph
 
 
 def finish(*, cost: int, M, X, Y, xn, yn, ra, rb, u, v, inv_reg: float, plan, prec: str):

@@ -90,9 +90,13 @@ def _pass_kernel(M, X, Y, xn, yn, ra, rb, w, pot, other, active, errsq, chg_bits
 
 
 @triton.jit
-def _check_kernel(active, errsq, chg, n_iter, err_out, conv, it, tol, BALANCED: tl.constexpr):
-    """Per problem: read this iteration's error, record it, and retire finished problems."""
+def _check_kernel(active, errsq, chg, n_iter, err_out, conv, it_ptr, tol,
+                  BALANCED: tl.constexpr):
+    """Per problem: read this iteration's error, record it, and retire finished problems.
+    The iteration count is read from the device (``it_ptr``), so a captured CUDA graph of a
+    block of iterations can be replayed."""
     pid = tl.program_id(0)
+    it = tl.load(it_ptr)
     act = tl.load(active + pid)
     if BALANCED:
         e = tl.sqrt(tl.load(errsq + pid))
