@@ -58,6 +58,12 @@ def tiles(n: int, m: int, d: int, points: bool) -> Tiles:
     return Tiles(row, col, 16, 4)
 
 
+def cost_args(M, X, Y, xn, yn, ra, rb, fill):
+    """The cost and shift pointers a kernel takes, ``fill`` (any tensor of the device) for
+    those its variant does not read."""
+    return tuple(fill if x is None else x for x in (M, X, Y, xn, yn, ra, rb))
+
+
 class _ExitFlag:
     """Non-blocking "is any problem still active" reads (CUDA); plain reads elsewhere."""
 
@@ -108,12 +114,7 @@ def run(*, cost: int, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg: float,
         return n_iter, err, conv.bool()
     t = tiles(n, m, d, cost != ks.FROM_MATRIX)
     shift = ra is not None
-    if not shift:
-        ra, rb = a, b  # not read
-    # placeholders for the pointers a kernel variant does not read
-    M_ = M if M is not None else u
-    X_, Y_ = (X, Y) if X is not None else (u, u)
-    xn_, yn_ = (xn, yn) if xn is not None else (u, u)
+    M_, X_, Y_, xn_, yn_, ra, rb = cost_args(M, X, Y, xn, yn, ra, rb, u)
     common = dict(COST=cost, LOG=log, SHIFT=shift, BALANCED=balanced, PREC=prec, BD=t.depth,
                   num_warps=t.warps, num_stages=t.stages)
     grid_r = (B, triton.cdiv(n, t.row[0]))
@@ -191,10 +192,7 @@ def finish(*, cost: int, M, X, Y, xn, yn, ra, rb, u, v, inv_reg: float, plan, pr
     if B:
         t = tiles(n, m, d, cost != ks.FROM_MATRIX)
         shift = ra is not None
-        ra_, rb_ = (ra, rb) if shift else (u, v)
-        M_ = M if M is not None else u
-        X_, Y_ = (X, Y) if X is not None else (u, u)
-        xn_, yn_ = (xn, yn) if xn is not None else (u, u)
+        M_, X_, Y_, xn_, yn_, ra_, rb_ = cost_args(M, X, Y, xn, yn, ra, rb, u)
         ks._finish_kernel[(B, triton.cdiv(n, t.row[0]))](
             M_, X_, Y_, xn_, yn_, ra_, rb_, u, v, plan if plan is not None else u, stats,
             rowsum, colsum, n, m, d, inv_reg, STORE=plan is not None, COST=cost, SHIFT=shift,

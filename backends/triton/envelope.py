@@ -82,8 +82,8 @@ def plan_matmul(ctx: dict, Z: torch.Tensor, transpose: bool) -> torch.Tensor:
     out = torch.empty((B, m if transpose else n, dz), dtype=torch.float32, device=X.device)
     lines = triton.cdiv(m, t.row[1]) if transpose else triton.cdiv(n, t.row[0])
     shift = ctx["ra"] is not None
-    ra, rb = (ctx["ra"], ctx["rb"]) if shift else (u, v)
-    xn, yn = (ctx["xn"], ctx["yn"]) if ctx["xn"] is not None else (u, v)
+    _, _, _, xn, yn, ra, rb = driver.cost_args(None, None, None, ctx["xn"], ctx["yn"],
+                                               ctx["ra"], ctx["rb"], u)
     if B and n and m and dz:
         _plan_matmul_kernel[(B, lines, triton.cdiv(dz, BZ))](
             X, Y, xn, yn, ra, rb, u, v, Z.contiguous(), out, n, m, d, dz, ctx["inv_reg"],

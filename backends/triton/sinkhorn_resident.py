@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from ._lse import lse
+from .driver import cost_args
 from ._parts import (change, cost_tile, cost_tile_direct, log_kernel_tile, marginal_update,
                      safe_log)
 
@@ -244,11 +245,7 @@ def solve(*, cost, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg, phi, max_iter, 
     BN, BM = _p2(n), _p2(m)
     BD = max(16, min(64, triton.next_power_of_2(max(d, 1))))
     shift = ra is not None
-    if not shift:
-        ra, rb = a, b  # not read
-    M_ = M if M is not None else u
-    X_, Y_ = (X, Y) if X is not None else (u, u)
-    xn_, yn_ = (xn, yn) if xn is not None else (u, u)
+    M_, X_, Y_, xn_, yn_, ra, rb = cost_args(M, X, Y, xn, yn, ra, rb, u)
     warps = TUNING.get("warps") or (1 if BN * BM <= 256 else (2 if BN * BM <= 1024 else 4))
     if B:
         _resident_kernel[(B,)](M_, X_, Y_, xn_, yn_, ra, rb, a, b, u, v, n_iter, err, conv, n,
