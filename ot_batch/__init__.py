@@ -7,6 +7,7 @@ convergence (``res.log["n_iter"]``, ``res.log["converged"]``).
 from .bregman import (bregman_log_projection_batch, bregman_projection_batch,
                       proximal_bregman_log_plan_batch)
 from .distances import dist_batch
+from .divergence import SamplesLoss, sinkhorn_divergence_batch
 from .linear import (entropy_batch, loss_linear_batch, loss_linear_samples_batch, solve_batch,
                      solve_sample_batch)
 from .quadratic import (loss_quadratic_batch, loss_quadratic_samples_batch, pad_batch,
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LazyPlan",
     "OTResult",
+    "SamplesLoss",
     "bregman_log_projection_batch",
     "bregman_projection_batch",
     "dist_batch",
@@ -30,6 +32,7 @@ __all__ = [
     "proximal_bregman_log_plan_batch",
     "solve_batch",
     "solve_gromov_batch",
+    "sinkhorn_divergence_batch",
     "solve_sample_batch",
     "tensor_batch",
 ]
