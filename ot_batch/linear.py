@@ -1,7 +1,7 @@
 """Batched linear OT, POT's ``ot.batch`` API: ``solve_batch``, ``solve_sample_batch``, losses."""
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -269,14 +269,6 @@ def _fused_ok(problem: _validate.LinearProblem) -> bool:
     return _fusable(problem.ext, problem.M, problem.method, problem.grad)
 
 
-def _as_float32(pb: _validate.LinearProblem) -> _validate.LinearProblem:
-    """Half-precision inputs: the values are formed (and returned) in float32."""
-    if pb.M is None or pb.M.dtype.itemsize != 2:
-        return pb
-    f = (lambda x: None if x is None else x.float())
-    return replace(pb, M=f(pb.M), a=f(pb.a), b=f(pb.b))
-
-
 def _fused_result(pb, f, value, value_linear, plan, lazy_plan=None, nonfinite=None):
     """The OTResult of a fused solve. Its one read back to the host comes last, once every
     launch is queued: the converged flags and (from M) the count of NaN / inf costs."""
@@ -308,7 +300,8 @@ def _solve_fused(pb: _validate.LinearProblem) -> OTResult:
     if pb.grad == "envelope" and pb.M.requires_grad:
         lin = envelope.MatrixLinear.apply(pb.M, lin, f.plan)
     dual = (pb.reg * f.lu, pb.reg * f.lv) if pb.grad == "envelope" else None
-    value, value_linear = _values_from_stats(_as_float32(pb), lin, plogp, rowsum, colsum, dual)
+    # weights of half-precision costs are float32 already (_validate.weights): so are values
+    value, value_linear = _values_from_stats(pb, lin, plogp, rowsum, colsum, dual)
     # solve_batch left the NaN / inf test of M to the final pass, which counted them
     return _fused_result(pb, f, value, value_linear, f.plan, nonfinite=nonfinite)
 
@@ -425,7 +418,7 @@ def _solve_points_fused(sp: _validate.SampleProblem) -> OTResult:
     from .backends.triton import envelope
     from .backends.triton import solve as fused
 
-    pb = _as_float32(sp.linear)
+    pb = sp.linear
     f = fused.from_points(sp)
     lin, plogp, rowsum, colsum, _ = f.stats
     if pb.grad == "envelope" and (sp.X.requires_grad or sp.Y.requires_grad):
