@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ...solvers._sinkhorn_parts import safe_log
 from . import driver, sinkhorn_resident
 from .sinkhorn_stream import FROM_MATRIX, NEG_DOT, SQEUCLIDEAN
 
@@ -28,13 +29,12 @@ HALF = (torch.float16, torch.bfloat16)
 POINTS_PRECISION = "tf32x3"
 
 
+def _log(w: torch.Tensor) -> torch.Tensor:
+    return safe_log(torch, w)
+
+
 def result_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF else dtype
-
-
-def _safe_log(w: torch.Tensor) -> torch.Tensor:
-    return torch.where(w > 0, torch.log(torch.where(w > 0, w, torch.ones_like(w))),
-                       torch.full_like(w, -math.inf))
 
 
 @dataclass
@@ -64,7 +64,7 @@ def _setup(pb: Any, log: bool, device: torch.device):
         1.0 if math.isinf(t) else t / (t + reg) for t in pb.unbalanced)
     ra = rb = None
     if not balanced and pb.reg_type == "kl":  # the reference a b^T enters the kernel
-        ra, rb = _safe_log(a), _safe_log(b)
+        ra, rb = _log(a), _log(b)
     B, n, m = a.shape[0], a.shape[1], b.shape[1]
     if pb.potentials_init is not None:
         u, v = (p.detach().to(torch.float32).contiguous().clone() for p in pb.potentials_init)
@@ -84,7 +84,7 @@ def _start(u, v, has_init: bool, log: bool) -> None:
 
 
 def _pack(u, v, log, n_iter, err, conv, plan, stats, dtype) -> Fused:
-    lu, lv = (u, v) if log else (_safe_log(u), _safe_log(v))
+    lu, lv = (u, v) if log else (_log(u), _log(v))
     return Fused(lu, lv, (u.to(dtype), v.to(dtype)), n_iter.to(torch.int64), err.to(dtype),
                  conv, plan, stats)
 
@@ -146,7 +146,7 @@ def from_points(sp: Any) -> Fused:
     cost, X, Y, xn, yn = point_inputs(sp.X, sp.Y, sp.metric)
     a, b, ra, rb, u, v, loop, has_init = _setup(pb, True, X.device)
     if not log and has_init:  # scalings in, log-domain iterations
-        u, v = _safe_log(u), _safe_log(v)
+        u, v = _log(u), _log(v)
     pts = dict(cost=cost, M=None, X=X, Y=Y, xn=xn, yn=yn, ra=ra, rb=rb, prec=POINTS_PRECISION)
     B, n, m = a.shape[0], a.shape[1], b.shape[1]
     if sinkhorn_resident.fits(n, m):
