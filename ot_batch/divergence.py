@@ -11,16 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from .backends import namespace
+from .distances import _sqeuclidean
 from .solvers import annealed
 
 __all__ = ["sinkhorn_divergence_batch", "SamplesLoss"]
 
 
 def _cost(xp: Any, X: Any, Y: Any, p: float, cost: str | None):
-    """GeomLoss's ground cost ``|x - y|^p / p`` (``|x - y|`` for p = 1), or ``|x - y|^2``
-    for ``cost="sqeuclidean"``."""
-    sq = (xp.sum(X * X, axis=2)[:, :, None] + xp.sum(Y * Y, axis=2)[:, None, :]
-          - 2 * xp.matmul(X, xp.matrix_transpose(Y)))
+    """GeomLoss's ground cost ``|x - y|^p / p`` (``|x - y|`` for p = 1, kept off 0 as
+    GeomLoss does so that ``C(x, x)`` has a gradient), or ``|x - y|^2`` for
+    ``cost="sqeuclidean"``."""
+    sq = _sqeuclidean(xp, X, Y)
     if cost == "sqeuclidean":
         return sq
     if p == 2:
