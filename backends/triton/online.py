@@ -1,0 +1,203 @@
+"""Streaming kernels for large point clouds: softmin passes that never form the cost matrix.
+
+For the cost ``C(x, y) = c |x - y|^2`` the softmin of a query point over the keys factors as
+
+.. math::
+    -\\varepsilon \\log \\sum_j e^{h_j - C(x_i, y_j)/\\varepsilon}
+    = c|x_i|^2 - \\varepsilon \\operatorname{LSE}_j \\Big(\\tfrac{2c}{\\varepsilon} x_i \\cdot y_j
+    + h_j - \\tfrac{c}{\\varepsilon}|y_j|^2\\Big),
+
+an attention score ``q . k`` plus a per-key bias. So a program owns a block of query points,
+keeps them on chip, streams the keys in tiles, forms the scores with one ``tl.dot`` per tile
+(TF32, or three TF32 products ``tf32x3`` for float32 accuracy) and folds them into an online
+log-sum-exp in base 2: FlashAttention's forward without the value product. ``d`` larger than
+one tile is looped over in chunks.
+
+Layout: the two clouds of each problem are concatenated, ``P`` (B, N + M, D), with
+``sqn = c |p|^2``, log-weights ``logw`` and the potentials ``pot`` (B, K, N + M): kind 0 the
+cross potentials (``f`` on the x rows, ``g`` on the y rows), kind 1 the self potentials of
+the debiased terms. One launch of :func:`_step_kernel` updates every kind and both sides of
+every problem from the previous potentials: GeomLoss's symmetric update, the transport
+``a <-> b`` and the debiasing ``a <-> a``, ``b <-> b`` in the same grid.
+
+:func:`_apply_kernel` multiplies the (normalised or not) plan of one side with a matrix: the
+barycentres of the envelope gradient, and the plan-vector products of the lazy plan and of
+the implicit Hessian.
+
+Reference: :mod:`ot_batch.solvers.annealed` (same updates on dense costs).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _dot(q, k, acc, PREC: tl.constexpr):
+    """``acc + q k^T`` in float32 from TF32 products (one, or three for ``tf32x3``)."""
+    return tl.dot(q, tl.trans(k), acc, input_precision=PREC)
+
+
+@triton.jit
+def _scores(P, b, q_rows, qm, k_rows, km, L, d, q_tile, scale,
+            SINGLE_D: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr,
+            BN: tl.constexpr, BD: tl.constexpr):
+    """``scale * q . k`` for a (BM, BN) tile; ``q_tile`` is the query block when it fits in
+    one chunk of ``d`` (``SINGLE_D``)."""
+    base = P + b.to(tl.int64) * L * d
+    acc = tl.zeros([BM, BN], tl.float32)
+    if SINGLE_D:
+        ks = tl.arange(0, BD)
+        kt = tl.load(base + k_rows[:, None] * d + ks[None, :],
+                     mask=km[:, None] & (ks < d)[None, :], other=0.0)
+        acc = _dot(q_tile, kt, acc, PREC)
+    else:
+        for k0 in range(0, d, BD):
+            ks = k0 + tl.arange(0, BD)
+            dm = ks < d
+            qt = tl.load(base + q_rows[:, None] * d + ks[None, :],
+                         mask=qm[:, None] & dm[None, :], other=0.0)
+            kt = tl.load(base + k_rows[:, None] * d + ks[None, :],
+                         mask=km[:, None] & dm[None, :], other=0.0)
+            acc = _dot(qt, kt, acc, PREC)
+    return acc * scale
+
+
+@triton.jit
+def _query_tile(P, b, q_rows, qm, L, d, SINGLE_D: tl.constexpr, BM: tl.constexpr,
+                BD: tl.constexpr):
+    ks = tl.arange(0, BD)
+    if SINGLE_D:
+        base = P + b.to(tl.int64) * L * d
+        q = tl.load(base + q_rows[:, None] * d + ks[None, :],
+                    mask=qm[:, None] & (ks < d)[None, :], other=0.0)
+    else:
+        q = tl.zeros([BM, BD], tl.float32)
+    return q
+
+
+@triton.jit
+def _key_bias(logw, pot, sqn, b, kind, K, L, k_rows, km, inv_eps):
+    """``(log w_j + g_j / eps - c |y_j|^2 / eps) * log2(e)``, ``-inf`` off the problem."""
+    lw = tl.load(logw + b * L + k_rows, mask=km, other=0.0)
+    g = tl.load(pot + (b * K + kind) * L + k_rows, mask=km, other=0.0)
+    s = tl.load(sqn + b * L + k_rows, mask=km, other=0.0)
+    return tl.where(km, (lw + (g - s) * inv_eps) * 1.4426950408889634, float("-inf"))
+
+
+@triton.jit
+def _task(pid0, N, M, nbx, nby):
+    """Decode a program of the step grid: (kind, side, block, query offset, query count,
+    key offset, key count)."""
+    nb = nbx + nby
+    kind = pid0 // nb
+    r = pid0 - kind * nb
+    side = (r >= nbx).to(tl.int32)
+    blk = r - side * nbx
+    qo = side * N
+    nq = N + side * (M - N)
+    ko = tl.where(kind == 0, N - qo, qo)
+    nk = tl.where(kind == 0, N + M - nq, nq)
+    return kind, side, blk, qo, nq, ko, nk
+
+
+@triton.jit
+def _step_kernel(P, sqn, logw, pot_old, pot_new, lse_out, active, err, err_bits, N, M, d,
+                 K, nbx, nby, eps, inv_eps, two_c, damp_x, damp_y, keep,
+                 DO_ERR: tl.constexpr, BALANCED: tl.constexpr, STORE_LSE: tl.constexpr,
+                 SINGLE_D: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr,
+                 BN: tl.constexpr, BD: tl.constexpr):
+    """One symmetric update of every potential of a block of query points:
+    ``new = keep * old + (1 - keep) * damp * softmin(old potentials of the keys)``.
+
+    With ``DO_ERR`` the problem's error is added into ``err`` (B, 4) (``err_bits`` is the
+    same memory as int32), column ``2 kind + side``: the L1 marginal error
+    ``sum_i w_i |exp((old_i - upd_i) / eps) - 1|`` (balanced) or the largest change
+    ``|upd_i - old_i|`` (unbalanced, an ``atomic_max`` on the bits).
+    Inactive problems copy their potentials over.
+    """
+    pid0 = tl.program_id(0)
+    b = tl.program_id(1)
+    L = N + M
+    kind, side, blk, qo, nq, ko, nk = _task(pid0, N, M, nbx, nby)
+    loc = blk * BM + tl.arange(0, BM)
+    qm = loc < nq
+    q_rows = qo + loc
+    row_off = (b * K + kind) * L + q_rows
+    old = tl.load(pot_old + row_off, mask=qm, other=0.0)
+    if tl.load(active + b) == 0:
+        tl.store(pot_new + row_off, old, mask=qm)
+    else:
+        q = _query_tile(P, b, q_rows, qm, L, d, SINGLE_D, BM, BD)
+        scale = two_c * inv_eps * 1.4426950408889634
+        mx = tl.full([BM], -1.0e30, tl.float32)
+        acc = tl.zeros([BM], tl.float32)
+        for j0 in range(0, nk, BN):
+            kl = j0 + tl.arange(0, BN)
+            km = kl < nk
+            k_rows = ko + kl
+            s = _scores(P, b, q_rows, qm, k_rows, km, L, d, q, scale, SINGLE_D, PREC,
+                        BM, BN, BD)
+            s += _key_bias(logw, pot_old, sqn, b, kind, K, L, k_rows, km, inv_eps)[None, :]
+            new_mx = tl.maximum(mx, tl.max(s, axis=1))
+            acc = acc * tl.exp2(mx - new_mx) + tl.sum(tl.exp2(s - new_mx[:, None]), axis=1)
+            mx = new_mx
+        lse = (mx + tl.log2(acc)) * 0.6931471805599453
+        sq = tl.load(sqn + b * L + q_rows, mask=qm, other=0.0)
+        damp = tl.where(side == 0, damp_x, damp_y)
+        upd = damp * (sq - eps * lse)
+        if STORE_LSE:
+            tl.store(lse_out + row_off, lse, mask=qm)
+        if DO_ERR:
+            if BALANCED:
+                w = tl.exp(tl.load(logw + b * L + q_rows, mask=qm, other=-1.0e5))
+                e = tl.sum(tl.where(qm, w * tl.abs(tl.exp((old - upd) * inv_eps) - 1.0), 0.0),
+                           axis=0)
+                tl.atomic_add(err + b * 4 + 2 * kind + side, e)
+            else:  # changes are >= 0: their bits order as int32 do
+                e = tl.max(tl.where(qm, tl.abs(upd - old), 0.0), axis=0)
+                tl.atomic_max(err_bits + b * 4 + 2 * kind + side, e.to(tl.int32, bitcast=True))
+        tl.store(pot_new + row_off, keep * old + (1.0 - keep) * upd, mask=qm)
+
+
+@triton.jit
+def _apply_kernel(P, sqn, logw, kpot, row, U, out, L, d, k_cols, qo, nq, ko, nk,
+                  s_kpot_b, s_row_b, s_u_b, s_out_b, inv_eps, w_scale,
+                  SINGLE_D: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr,
+                  BN: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr):
+    """``out_i = sum_j exp(s_ij + row_i) U_j`` for the query rows ``qo + i`` and key rows
+    ``ko + j`` of ``P``, with the scores ``s_ij = 2c x_i.y_j / eps + log w_j + g_j / eps -
+    c|y_j|^2 / eps`` (``g = kpot``) and ``row_i`` given: ``-LSE_i`` gives the softmax of the
+    softmin (the barycentres), ``log a_i + (f_i - c|x_i|^2) / eps`` the transport plan.
+    ``U`` (B, nk, k_cols); a program fills a (BM, BK) block of ``out`` (B, nq, k_cols)."""
+    pid = tl.program_id(0)
+    cb = tl.program_id(1)
+    b = tl.program_id(2)
+    loc = pid * BM + tl.arange(0, BM)
+    qm = loc < nq
+    q_rows = qo + loc
+    cols = cb * BK + tl.arange(0, BK)
+    cm = cols < k_cols
+    q = _query_tile(P, b, q_rows, qm, L, d, SINGLE_D, BM, BD)
+    r = tl.load(row + b * s_row_b + loc, mask=qm, other=float("-inf")) * 1.4426950408889634
+    scale = w_scale * inv_eps * 1.4426950408889634
+    acc = tl.zeros([BM, BK], tl.float32)
+    for j0 in range(0, nk, BN):
+        kl = j0 + tl.arange(0, BN)
+        km = kl < nk
+        k_rows = ko + kl
+        s = _scores(P, b, q_rows, qm, k_rows, km, L, d, q, scale, SINGLE_D, PREC, BM, BN, BD)
+        lw = tl.load(logw + b * L + k_rows, mask=km, other=0.0)
+        g = tl.load(kpot + b * s_kpot_b + kl, mask=km, other=0.0)
+        sq = tl.load(sqn + b * L + k_rows, mask=km, other=0.0)
+        bias = tl.where(km, (lw + (g - sq) * inv_eps) * 1.4426950408889634, float("-inf"))
+        p = tl.exp2(s + bias[None, :] + r[:, None])
+        p = tl.where(qm[:, None], p, 0.0)
+        u = tl.load(U + b * s_u_b + kl[:, None] * k_cols + cols[None, :],
+                    mask=km[:, None] & cm[None, :], other=0.0)
+        acc = tl.dot(p, u, acc, input_precision=PREC)
+    tl.store(out + b * s_out_b + loc[:, None] * k_cols + cols[None, :], acc,
+             mask=qm[:, None] & cm[None, :])

@@ -1,0 +1,238 @@
+"""Launch wrappers of the streaming kernels (:mod:`.online`): GeomLoss's annealed Sinkhorn loop
+on point clouds with no host sync per step, the envelope gradients and plan products.
+
+The temperatures are known in advance, so the loop is a fixed sequence of launches (each
+reads the previous potentials from one buffer and writes the other); the host only waits
+when ``tol`` asks for a convergence check, once every ``check_every`` iterations.
+Reference: :func:`ot_batch.solvers.annealed.potentials` (same updates, same check).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import triton
+
+from . import online
+
+PRECISIONS = ("tf32x3", "tf32")
+
+# tile shapes by dimension class (an H100 sweep; BD >= 16 for tl.dot)
+TUNING: dict[str, dict[str, int]] = {
+    "small_d": dict(BM=64, BN=128, warps=4, stages=3),    # d <= 16
+    "mid_d": dict(BM=128, BN=128, warps=4, stages=2),     # d <= 128
+    "large_d": dict(BM=64, BN=128, BD=64, warps=4, stages=3),
+    "interpret": dict(BM=32, BN=32, warps=4, stages=1),
+}
+
+
+def _tiles(d: int) -> dict[str, int]:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        t = dict(TUNING["interpret"])
+    elif d <= 16:
+        t = dict(TUNING["small_d"])
+    elif d <= 128:
+        t = dict(TUNING["mid_d"])
+    else:
+        t = dict(TUNING["large_d"])
+    if d <= 128:
+        t["BD"] = max(16, triton.next_power_of_2(d))
+    else:
+        t.setdefault("BD", 64)
+    t["SINGLE_D"] = d <= t["BD"]
+    return t
+
+
+def round_tf32(x: torch.Tensor) -> torch.Tensor:
+    """Round float32 to the nearest TF32 value (10 mantissa bits), so that tensor-core
+    products of the rounded coordinates are exact and the norms can be taken of the same
+    numbers (then the scores are those of slightly moved points, not a mix)."""
+    bits = x.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def log_weights(w: torch.Tensor) -> torch.Tensor:
+    """``log w`` with ``-1e5`` for zero weights (as :mod:`ot_batch.solvers.annealed`)."""
+    pos = w > 0
+    return torch.where(pos, torch.log(torch.where(pos, w, torch.ones_like(w))),
+                       torch.full_like(w, -1e5))
+
+
+@dataclass
+class Clouds:
+    """Both clouds of every problem, centred and concatenated: ``P`` (B, N + M, D) float32,
+    ``sqn = c |p|^2`` and the log-weights (B, N + M)."""
+    P: torch.Tensor
+    sqn: torch.Tensor
+    logw: torch.Tensor
+    N: int
+    M: int
+    c: float
+    precision: str
+
+    @classmethod
+    def of(cls, X, Y, a, b, c: float, precision: str = "tf32x3") -> "Clouds":
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        P = torch.cat([X.detach(), Y.detach()], dim=1).to(torch.float32)
+        # |x - y|^2 is translation invariant; centring keeps |x|^2 + |y|^2 - 2 x.y small
+        P -= P.mean(dim=1, keepdim=True)
+        if precision == "tf32":
+            P = round_tf32(P)
+        sqn = c * (P * P).sum(-1)
+        logw = log_weights(torch.cat([a.detach(), b.detach()], dim=1).to(torch.float32))
+        return cls(P.contiguous(), sqn.contiguous(), logw.contiguous(), X.shape[1],
+                   Y.shape[1], float(c), precision)
+
+    @property
+    def prec(self) -> str:
+        return self.precision
+
+
+@dataclass
+class Potentials:
+    """Result of :func:`annealed`: ``pot`` (B, K, N + M) final potentials (kind 0 cross,
+    kind 1 self), ``old`` the ones they were computed from, ``lse`` of that last update,
+    ``damp`` (x side, y side) of the final temperature, and the ``tol`` log."""
+    pot: torch.Tensor
+    old: torch.Tensor
+    lse: torch.Tensor
+    eps: float
+    damp: tuple[float, float]
+    log: Optional[dict]
+
+
+def annealed(cl: Clouds, eps_list: Sequence[float],
+             damping: Callable[[float], tuple[float, float]], *, debias: bool,
+             balanced: bool, tol: Optional[float] = None, max_iter: int = 1000,
+             check_every: int = 10) -> Potentials:
+    """GeomLoss's symmetric loop over ``eps_list`` (then, with ``tol``, at the last
+    temperature until each problem's error is below ``tol``) and the final extrapolation."""
+    P = cl.P
+    B, L, D = P.shape
+    K = 2 if debias else 1
+    t = _tiles(D)
+    nbx, nby = triton.cdiv(cl.N, t["BM"]), triton.cdiv(cl.M, t["BM"])
+    dev = P.device
+    buf = torch.zeros((2, B, K, L), device=dev, dtype=torch.float32)
+    lse = torch.empty((B, K, L), device=dev, dtype=torch.float32)
+    active = torch.ones(B, device=dev, dtype=torch.int32)
+    err = torch.zeros((B, 4), device=dev, dtype=torch.float32)
+    grid = (K * (nbx + nby), B)
+    cur = 0
+
+    def step(eps, keep, do_err=False, store_lse=False):
+        nonlocal cur
+        dx, dy = damping(eps)
+        online._step_kernel[grid](
+            P, cl.sqn, cl.logw, buf[cur], buf[1 - cur], lse, active, err,
+            err.view(torch.int32), cl.N, cl.M, D, K, nbx, nby, float(eps), 1.0 / float(eps),
+            2.0 * cl.c, float(dx), float(dy),
+            float(keep), DO_ERR=do_err, BALANCED=balanced, STORE_LSE=store_lse,
+            SINGLE_D=t["SINGLE_D"], PREC=cl.prec, BM=t["BM"], BN=t["BN"], BD=t["BD"],
+            num_warps=t["warps"], num_stages=t["stages"])
+        cur = 1 - cur
+
+    step(eps_list[0], 0.0)  # from zero potentials
+    for eps in eps_list:
+        step(eps, 0.5)
+    eps = eps_list[-1]
+    log = None
+    if tol is not None:
+        log = _finish(lambda do_err: step(eps, 0.5, do_err=do_err), err, active, debias, tol,
+                      max_iter, check_every)
+        active.fill_(1)
+    old = buf[cur]
+    step(eps, 0.0, store_lse=True)
+    return Potentials(buf[cur], old, lse, float(eps), damping(eps), log)
+
+
+def _finish(step, err, active, debias, tol, max_iter, check_every):
+    """Iterations at the last temperature, checked every ``check_every``: the
+    :func:`ot_batch.backends._eager.iterate` schedule, one host read per check."""
+    B = err.shape[0]
+    n_iter = np.zeros(B, dtype=np.int64)
+    converged = np.zeros(B, dtype=bool)
+    err_out = np.full(B, np.inf)
+    live = np.ones(B, dtype=bool)
+    cols = [0, 2, 3] if debias else [0]
+    it = 0
+    while it < max_iter and live.any():
+        k = min(check_every - it % check_every, max_iter - it)
+        err.zero_()
+        for i in range(k):
+            step(i == k - 1)
+        it += k
+        e = err[:, cols].amax(dim=1).double().cpu().numpy()
+        n_iter[live] = it
+        err_out[live] = e[live]
+        done = e < tol
+        converged[live & done] = True
+        leave = live & (done | ~np.isfinite(e))
+        if it >= max_iter:
+            leave = live.copy()
+        live &= ~leave
+        if leave.any():
+            active.copy_(torch.as_tensor(live.astype(np.int32), device=active.device))
+    dev = err.device
+    return {"n_iter": torch.as_tensor(n_iter, device=dev),
+            "converged": torch.as_tensor(converged, device=dev),
+            "err": torch.as_tensor(err_out, device=dev)}
+
+
+def apply(cl: Clouds, eps: float, kpot: torch.Tensor, row: torch.Tensor, U: torch.Tensor, *,
+          qo: int, nq: int, ko: int, nk: int) -> torch.Tensor:
+    """``out_i = sum_j exp(s_ij + row_i) U_j`` (see :func:`.online._apply_kernel`) for the
+    query rows ``qo:qo+nq`` and key rows ``ko:ko+nk`` of the clouds; ``kpot`` (B, nk) the
+    key potentials, ``row`` (B, nq), ``U`` (B, nk, k). Returns (B, nq, k) float32."""
+    B, L, D = cl.P.shape
+    t = _tiles(D)
+    U = U.to(torch.float32)
+    if U.stride(2) != 1 or U.stride(1) != U.shape[2]:  # rows of P may come as they are
+        U = U.contiguous()
+    kpot = kpot.to(torch.float32).contiguous()
+    row = row.to(torch.float32).contiguous()
+    k = U.shape[-1]
+    BK = max(16, min(64, triton.next_power_of_2(k)))
+    out = torch.empty((B, nq, k), device=cl.P.device, dtype=torch.float32)
+    grid = (triton.cdiv(nq, t["BM"]), triton.cdiv(k, BK), B)
+    online._apply_kernel[grid](
+        cl.P, cl.sqn, cl.logw, kpot, row, U, out, L, D, k, qo, nq, ko, nk,
+        kpot.stride(0), row.stride(0), U.stride(0), out.stride(0), 1.0 / float(eps),
+        2.0 * cl.c, SINGLE_D=t["SINGLE_D"], PREC=cl.prec, BM=t["BM"], BN=t["BN"],
+        BD=t["BD"], BK=BK, num_warps=t["warps"], num_stages=t["stages"])
+    return out
+
+
+def _ranges(cl: Clouds, kind: int, side: int) -> dict[str, int]:
+    """Query and key rows of one (kind, side) transport in the concatenated layout."""
+    N, M = cl.N, cl.M
+    qo, nq = (0, N) if side == 0 else (N, M)
+    ko, nk = (qo, nq) if kind == 1 else ((N, M) if side == 0 else (0, N))
+    return dict(qo=qo, nq=nq, ko=ko, nk=nk)
+
+
+def envelope(cl: Clouds, pots: Potentials,
+             sides: Sequence[int] = (0, 1)) -> list[list[Optional[torch.Tensor]]]:
+    """``J[kind][side]`` (B, n_side, D): the gradient of each final potential with respect
+    to its own point, the keys held fixed (GeomLoss's last extrapolation):
+    ``damp * 2c (x_i - sum_j softmax_ij y_j)``, from one plan-times-points product."""
+    K = pots.pot.shape[1]
+    out = []
+    for kind in range(K):
+        row = []
+        for side in range(2):
+            if side not in sides:  # only the points that want a gradient
+                row.append(None)
+                continue
+            r = _ranges(cl, kind, side)
+            bary = apply(cl, pots.eps, pots.old[:, kind, r["ko"]:r["ko"] + r["nk"]],
+                         -pots.lse[:, kind, r["qo"]:r["qo"] + r["nq"]],
+                         cl.P[:, r["ko"]:r["ko"] + r["nk"]], **r)
+            q = cl.P[:, r["qo"]:r["qo"] + r["nq"]]
+            row.append((pots.damp[side] * 2.0 * cl.c) * (q - bary))
+        out.append(row)
+    return out
