@@ -195,3 +195,28 @@ def test_gpu_full_sizes(n, d):
     gl = geomloss.SamplesLoss("sinkhorn", p=2, blur=0.05, backend="tensorized")(
         a[0], X[0], b[0], Y[0])
     close(gl[None].double(), ref, 1e-4)
+
+
+def test_stream_plan_products():
+    """The lazy plan: products with pi, pi^T and the second moments, against the dense plan
+    built here from the same potentials."""
+    from ot_batch.backends.triton import online_solve as osv
+    from ot_batch.backends.triton.online_plan import StreamPlan
+    X, Y, a, b = clouds(B=2, N=23, M=19, D=3)
+    N, M, eps = 23, 19, 0.1
+    cl = osv.Clouds.of(X, Y, a, b, 0.5, "tf32x3")
+    g = torch.Generator().manual_seed(7)
+    f, h = (0.01 * torch.randn(2, k, generator=g).to(DEV) for k in (N, M))
+    plan = StreamPlan(cl, eps, slice(0, N), slice(N, N + M), f, h)
+    Xc, Yc = plan.X.double(), plan.Y.double()
+    C = 0.5 * ((Xc[:, :, None] - Yc[:, None]) ** 2).sum(-1)
+    P = a[:, :, None] * b[:, None] * torch.exp((f.double()[:, :, None] + h.double()[:, None]
+                                                - C) / eps)
+    V, U = (torch.randn(2, k, 4, generator=g, dtype=torch.float64).to(DEV) for k in (M, N))
+    Vq, Uk = (torch.randn(2, k, 3, generator=g, dtype=torch.float64).to(DEV) for k in (N, M))
+    close(P, plan.dense(), 1e-6)
+    close(P @ V, plan.apply(V), 1e-6)
+    close((P @ V)[..., 0], plan.apply(V[..., 0]), 1e-6)
+    close(P.transpose(1, 2) @ U, plan.apply_t(U), 1e-6)
+    close(torch.einsum("bij,bid,bjd,bje->bie", P, Vq, Yc, Yc), plan.moment(Vq), 1e-6)
+    close(torch.einsum("bij,bjd,bid,bie->bje", P, Uk, Xc, Xc), plan.moment_t(Uk), 1e-6)
