@@ -220,3 +220,28 @@ def test_stream_plan_products():
     close(P.transpose(1, 2) @ U, plan.apply_t(U), 1e-6)
     close(torch.einsum("bij,bid,bjd,bje->bie", P, Vq, Yc, Yc), plan.moment(Vq), 1e-6)
     close(torch.einsum("bij,bjd,bid,bie->bje", P, Uk, Xc, Xc), plan.moment_t(Uk), 1e-6)
+
+
+@pytest.mark.parametrize("debias", [False, True])
+def test_hessian_vector_product_by_implicit_differentiation(debias):
+    """Double backward of the online loss (implicit function theorem, CG on streaming plan
+    products) against central differences of the float64 dense gradient."""
+    X, Y, a, b = clouds(B=2, N=13, M=11, D=2, seed=3)
+    kw = dict(blur=0.5, scaling=0.5, tol=1e-7, max_iter=2000, debias=debias)
+    V = torch.randn(X.shape, generator=torch.Generator().manual_seed(1),
+                    dtype=X.dtype).to(DEV)
+
+    def grad(Z):
+        Zg = Z.clone().requires_grad_()
+        v = ot_batch.sinkhorn_divergence_batch(Zg, Y, a, b, backend="tensorized",
+                                               **dict(kw, tol=1e-11))
+        return torch.autograd.grad(v.sum(), Zg)[0]
+
+    h = 1e-4
+    fd = (grad(X + h * V) - grad(X - h * V)) / (2 * h)
+    Xg = X.clone().requires_grad_()
+    v = ot_batch.sinkhorn_divergence_batch(Xg, Y, a, b, backend="online",
+                                           precision="tf32x3", **kw)
+    (g,) = torch.autograd.grad(v.sum(), Xg, create_graph=True)
+    (hv,) = torch.autograd.grad((g * V).sum(), Xg)
+    close(fd, hv, 1e-3)

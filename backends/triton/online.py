@@ -164,17 +164,18 @@ def _step_kernel(P, sqn, logw, pot_old, pot_new, lse_out, active, err, err_bits,
 
 
 @triton.jit
-def _apply_kernel(P, sqn, logw, kpot, row, U, V, out, L, d, k_cols, qo, nq, ko, nk,
-                  s_kpot_b, s_row_b, s_u_b, s_v_b, s_out_b, inv_eps, w_scale,
+def _apply_kernel(P, sqn, logw, kpot, row, U, V, W, out, L, d, k_cols, qo, nq, ko, nk,
+                  s_kpot_b, s_row_b, s_u_b, s_v_b, s_w_b, s_out_b, inv_eps, w_scale,
                   MOMENT: tl.constexpr, SINGLE_D: tl.constexpr, PREC: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr):
     """``out_i = sum_j exp(s_ij + row_i) U_j`` for the query rows ``qo + i`` and key rows
     ``ko + j`` of ``P``, with the scores ``s_ij = 2c x_i.y_j / eps + log w_j + g_j / eps -
     c|y_j|^2 / eps`` (``g = kpot``) and ``row_i`` given: ``-LSE_i`` gives the softmax of the
     softmin (the barycentres), ``log a_i + (f_i - c|x_i|^2) / eps`` the transport plan.
-    With ``MOMENT`` each weight is also multiplied by ``v_i . y_j`` (``V`` (B, nq, d), the
-    same rows as the queries): the second moments ``sum_j pi_ij (v_i . y_j) y_j`` of the
-    implicit Hessian. ``U`` (B, nk, k_cols); a program fills a (BM, BK) block of ``out``."""
+    With ``MOMENT`` each weight is also multiplied by ``v_i . w_j`` (``V`` (B, nq, d) on the
+    query rows, ``W`` (B, nk, d) on the key rows): the second moments
+    ``sum_j pi_ij (v_i . w_j) u_j`` of the implicit Hessian. ``U`` (B, nk, k_cols); a
+    program fills a (BM, BK) block of ``out``."""
     pid = tl.program_id(0)
     cb = tl.program_id(1)
     b = tl.program_id(2)
@@ -199,7 +200,7 @@ def _apply_kernel(P, sqn, logw, kpot, row, U, V, out, L, d, k_cols, qo, nq, ko, 
         p = tl.exp2(s + bias[None, :] + r[:, None])
         p = tl.where(qm[:, None], p, 0.0)
         if MOMENT:
-            p = p * _vk(P, V, b, loc, qm, k_rows, km, L, d, s_v_b, PREC, BM, BN, BD)
+            p = p * _vk(V, W, b, loc, qm, kl, km, d, s_v_b, s_w_b, PREC, BM, BN, BD)
         u = tl.load(U + b * s_u_b + kl[:, None] * k_cols + cols[None, :],
                     mask=km[:, None] & cm[None, :], other=0.0)
         acc = tl.dot(p, u, acc, input_precision=PREC)
@@ -208,16 +209,16 @@ def _apply_kernel(P, sqn, logw, kpot, row, U, V, out, L, d, k_cols, qo, nq, ko, 
 
 
 @triton.jit
-def _vk(P, V, b, loc, qm, k_rows, km, L, d, s_v_b, PREC: tl.constexpr, BM: tl.constexpr,
+def _vk(V, W, b, loc, qm, kl, km, d, s_v_b, s_w_b, PREC: tl.constexpr, BM: tl.constexpr,
         BN: tl.constexpr, BD: tl.constexpr):
-    """``v_i . y_j`` for a (BM, BN) tile, ``V`` (B, nq, d) indexed by local query rows."""
+    """``v_i . w_j`` for a (BM, BN) tile (local query rows ``loc``, key rows ``kl``)."""
     acc = tl.zeros([BM, BN], tl.float32)
     for k0 in range(0, d, BD):
         ks = k0 + tl.arange(0, BD)
         dm = ks < d
         vt = tl.load(V + b * s_v_b + loc[:, None] * d + ks[None, :],
                      mask=qm[:, None] & dm[None, :], other=0.0)
-        kt = tl.load(P + b.to(tl.int64) * L * d + k_rows[:, None] * d + ks[None, :],
+        wt = tl.load(W + b.to(tl.int64) * s_w_b + kl[:, None] * d + ks[None, :],
                      mask=km[:, None] & dm[None, :], other=0.0)
-        acc = tl.dot(vt, tl.trans(kt), acc, input_precision=PREC)
+        acc = tl.dot(vt, tl.trans(wt), acc, input_precision=PREC)
     return acc

@@ -53,8 +53,5 @@ def sinkhorn_divergence(X, Y, a, b, *, eps_list: Sequence[float],
 def _hvp_closures(cl, pots, X, Y, a, b, debias):
     """Per attached potential, ``hvp(V, grad)``: the implicit derivative of ``<V, grad J>``
     with respect to the points (x side only; the y side raises)."""
-    try:
-        from .online_hvp import closures
-    except ImportError:  # pragma: no cover - filled in with the implicit module
-        return None
+    from .online_hvp import closures
     return closures(cl, pots, X, Y, a, b, debias)

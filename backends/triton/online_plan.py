@@ -8,6 +8,8 @@ invariant, and :attr:`StreamPlan.X` / :attr:`StreamPlan.Y` give the points in th
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .online_solve import Clouds, apply
@@ -47,13 +49,15 @@ class StreamPlan:
         q, k = (self.k, self.q) if transpose else (self.q, self.k)
         return dict(qo=q.start, nq=q.stop - q.start, ko=k.start, nk=k.stop - k.start)
 
-    def _apply(self, U, transpose, V=None):
+    def _apply(self, U, transpose, V=None, W=None):
         vec = U.ndim == 2
         U = U[..., None] if vec else U
         if transpose:
-            out = apply(self.cl, self.eps, self.fq, self._row_k, U, V=V, **self._ranges(True))
+            out = apply(self.cl, self.eps, self.fq, self._row_k, U, V=V, W=W,
+                        **self._ranges(True))
         else:
-            out = apply(self.cl, self.eps, self.gk, self._row_q, U, V=V, **self._ranges(False))
+            out = apply(self.cl, self.eps, self.gk, self._row_q, U, V=V, W=W,
+                        **self._ranges(False))
         return out[..., 0] if vec else out
 
     def apply(self, V: torch.Tensor) -> torch.Tensor:
@@ -64,9 +68,11 @@ class StreamPlan:
         """``pi^T @ U``: (B, n[, k]) -> (B, m[, k])."""
         return self._apply(U, True)
 
-    def moment(self, V: torch.Tensor) -> torch.Tensor:
-        """``sum_j pi_ij (v_i . y_j) y_j``: (B, n, D) -> (B, n, D)."""
-        return self._apply(self.Y, False, V=V)
+    def moment(self, V: torch.Tensor, W: Optional[torch.Tensor] = None,
+               U: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``sum_j pi_ij (v_i . w_j) u_j`` (``w``, ``u`` the keys ``y`` by default):
+        (B, n, D) -> (B, n, k)."""
+        return self._apply(self.Y if U is None else U, False, V=V, W=W)
 
     def moment_t(self, U: torch.Tensor) -> torch.Tensor:
         """``sum_i pi_ij (u_j . x_i) x_i``: (B, m, D) -> (B, m, D)."""

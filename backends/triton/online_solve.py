@@ -184,12 +184,13 @@ def _finish(step, err, active, debias, tol, max_iter, check_every):
 
 
 def apply(cl: Clouds, eps: float, kpot: torch.Tensor, row: torch.Tensor, U: torch.Tensor, *,
-          qo: int, nq: int, ko: int, nk: int,
-          V: Optional[torch.Tensor] = None) -> torch.Tensor:
+          qo: int, nq: int, ko: int, nk: int, V: Optional[torch.Tensor] = None,
+          W: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``out_i = sum_j exp(s_ij + row_i) U_j`` (see :func:`.online._apply_kernel`) for the
     query rows ``qo:qo+nq`` and key rows ``ko:ko+nk`` of the clouds; ``kpot`` (B, nk) the
     key potentials, ``row`` (B, nq), ``U`` (B, nk, k); with ``V`` (B, nq, D) each weight
-    times ``v_i . y_j``. Returns (B, nq, k) float32."""
+    times ``v_i . w_j``, ``W`` (B, nk, D) (the keys by default). Returns (B, nq, k)
+    float32."""
     B, L, D = cl.P.shape
     t = _tiles(D)
     U = U.to(torch.float32)
@@ -202,11 +203,13 @@ def apply(cl: Clouds, eps: float, kpot: torch.Tensor, row: torch.Tensor, U: torc
     out = torch.empty((B, nq, k), device=cl.P.device, dtype=torch.float32)
     if V is not None:
         V = V.to(torch.float32).contiguous()
+        W = cl.P[:, ko:ko + nk] if W is None else W.to(torch.float32).contiguous()
     grid = (triton.cdiv(nq, t["BM"]), triton.cdiv(k, BK), B)
     online._apply_kernel[grid](
-        cl.P, cl.sqn, cl.logw, kpot, row, U, out if V is None else V, out, L, D, k, qo, nq,
-        ko, nk, kpot.stride(0), row.stride(0), U.stride(0), 0 if V is None else V.stride(0),
-        out.stride(0), 1.0 / float(eps), 2.0 * cl.c, MOMENT=V is not None,
+        cl.P, cl.sqn, cl.logw, kpot, row, U, out if V is None else V, out if W is None else W,
+        out, L, D, k, qo, nq, ko, nk, kpot.stride(0), row.stride(0), U.stride(0),
+        0 if V is None else V.stride(0), 0 if W is None else W.stride(0), out.stride(0),
+        1.0 / float(eps), 2.0 * cl.c, MOMENT=V is not None,
         SINGLE_D=t["SINGLE_D"], PREC=cl.prec, BM=t["BM"], BN=t["BN"],
         BD=t["BD"], BK=BK, num_warps=t["warps"], num_stages=t["stages"])
     return out
