@@ -106,6 +106,8 @@ def targets(cases: Sequence[Case]) -> str:
 
     A workload's target is listed when both its engines were asked for; the ratio is the
     peer's time over the subject's (the subject is ot_batch unless the target names another).
+    A workload with other kinds of targets lists them itself: ``target_lines(group)`` (``group``
+    maps engine names to their cases) gives its lines.
     """
     lines = []
     for name in dict.fromkeys(c.workload.name for c in cases):
@@ -122,6 +124,9 @@ def targets(cases: Sequence[Case]) -> str:
             ratio = p.seconds / s.seconds
             met = "met" if ratio >= least else "NOT met"
             lines.append(f"{head} = {ratio:6.2f}x   target >= {least:g}x: {met}")
+        own = getattr(wl, "target_lines", None)
+        if own is not None:
+            lines += own(group)
     return "\n".join(lines)
 
 

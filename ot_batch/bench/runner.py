@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Union
 
 import numpy as np
 
@@ -12,10 +12,21 @@ from .engines import Engine, Output
 from .timing import Timing, measure, time_once
 from .workloads import REFERENCE, Problem, Workload
 
-__all__ = ["Options", "Case", "run_case", "run_suite", "REFERENCE"]
+__all__ = ["Options", "Case", "Skip", "run_case", "run_suite", "REFERENCE"]
 
 # Ratios are taken against REFERENCE; value_linear differences against Options.verify_against
-# (REFERENCE unless a suite names another engine).
+# (REFERENCE unless a suite names another engine, or a function that names each case's).
+
+
+class Skip(Exception):
+    """Raised by an engine's ``prepare`` or ``run``: the case is reported as skipped, with the
+    message as the reason (a case the engine cannot or should not run, or a call that failed,
+    without ending the whole suite)."""
+
+
+# The engine whose value_linear a case is compared with: one name for every case, or
+# ``against(case, cases)`` naming each case's (None: not compared).
+VerifyAgainst = Union[str, Callable[["Case", list], Union[str, None]]]
 
 
 @dataclass
@@ -28,7 +39,7 @@ class Options:
     verify: bool = True
     seed: int = 0
     # value_linear is compared with this engine's (with REFERENCE's when it did not run)
-    verify_against: str = REFERENCE
+    verify_against: VerifyAgainst = REFERENCE
 
 
 @dataclass
@@ -49,6 +60,9 @@ class Case:
     # is then left out of verification and of per-iteration times)
     comparable: bool = True
     device: str = ""  # where the engine ran, when it says
+    # every case of this workload in the run (this one too), filled by run_suite: lets a report
+    # relate a case to its peers
+    group: list = field(default_factory=list, repr=False, compare=False)
 
     @property
     def scale(self) -> float:
@@ -118,6 +132,13 @@ def run_case(wl: Workload, pb: Problem, engine: Engine, opts: Options) -> Case:
     reason = engine.available()
     if reason is not None:
         return Case(wl, engine.name, 0, skipped=reason, comparable=engine.comparable)
+    try:
+        return _run_case(wl, pb, engine, opts)
+    except Skip as exc:
+        return Case(wl, engine.name, 0, skipped=str(exc), comparable=engine.comparable)
+
+
+def _run_case(wl: Workload, pb: Problem, engine: Engine, opts: Options) -> Case:
     notes = []
     if engine.kind == "loop":
         k, per_problem = _loop_subset(engine, pb, opts)
@@ -149,23 +170,30 @@ def _measured(cases: list[Case], engine: str) -> Case | None:
     return next((c for c in cases if c.engine == engine and c.output is not None), None)
 
 
-def _compare(cases: list[Case], diffs: bool = True, against: str = REFERENCE) -> None:
+def _compare(cases: list[Case], diffs: bool = True, against: VerifyAgainst = REFERENCE) -> None:
     """Fill ``ratio`` against REFERENCE (and ``rel_diff`` when ``diffs``), in place.
 
     ``rel_diff`` is ``max |v - v_ref| / |v_ref|`` of ``value_linear`` against the engine
-    ``against`` (REFERENCE when that one did not run) over the problems both engines solved
-    (the timed subset of a scaled loop); engines that are not ``comparable`` get none.
+    ``against`` (REFERENCE when that one did not run; or the engine ``against(case, cases)``
+    names, when ``against`` is a function) over the problems both engines solved (the timed
+    subset of a scaled loop); engines that are not ``comparable`` get none.
     """
     ref = _measured(cases, REFERENCE)
     if ref is not None:
         for c in cases:
             if c.output is not None:
                 c.ratio = c.seconds / ref.seconds
-    vref = _measured(cases, against) or ref
-    if not diffs or vref is None or not vref.comparable:
+    if not diffs:
         return
+    fixed = None if callable(against) else _measured(cases, against) or ref
     for c in cases:
         if c.output is None or not c.comparable:
+            continue
+        vref = fixed
+        if callable(against):
+            name = against(c, cases)
+            vref = None if name is None else _measured(cases, name)
+        if vref is None or not vref.comparable:
             continue
         k = min(c.timed_problems, vref.timed_problems)
         v_ref, v = vref.output.value_linear[:k], c.output.value_linear[:k]
@@ -202,6 +230,8 @@ def run_suite(workloads: Iterable[Workload], engine_names: Iterable[str], opts: 
                 if bar is not None:
                     bar.update()
             _compare(group, diffs=opts.verify, against=opts.verify_against)
+            for c in group:
+                c.group = group
             cases.extend(group)
     finally:
         if bar is not None:

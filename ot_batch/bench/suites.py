@@ -11,9 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from . import batch_report, batch_workloads, engines, report, workloads
+from . import batch_report, batch_workloads, engines, large_report, large_workloads, report
+from . import workloads
 from .device_engines import BATCH_ENGINES
 from .engines import Engine
+from .large_engines import LARGE_ENGINES
+from .runner import VerifyAgainst
 from .workloads import REFERENCE, Workload
 
 __all__ = ["Suite", "SUITES"]
@@ -29,7 +32,8 @@ class Suite:
     workload_registry: Mapping[str, Workload] = field(
         default_factory=lambda: workloads.WORKLOADS)
     engine_registry: Mapping[str, Engine] = field(default_factory=lambda: engines.ENGINES)
-    verify_against: str = REFERENCE  # value_linear is compared with this engine's
+    # value_linear is compared with this engine's (or with the one a function names per case)
+    verify_against: VerifyAgainst = REFERENCE
     layout: report.Layout = report.CPU
 
     def workload(self, name: str, quick: bool = False) -> Workload:
@@ -50,4 +54,15 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           engine_registry=BATCH_ENGINES,
           verify_against=batch_report.VERIFY_AGAINST,
           layout=batch_report.LAYOUT),
+    Suite("large", "one large problem from points (B = 1, float32): FlashSinkhorn's fixed "
+                   "protocol (eps=0.1, 10 iterations, TF32) and GeomLoss's defaults end to end "
+                   "(forward, forward + backward) up to n = 10^5, peak memory at n = 10^6; "
+                   "ot_batch online vs FlashSinkhorn, GeomLoss (KeOps, tensorized) and OTT-JAX "
+                   "dense, on CUDA when present, else on CPU (--quick)",
+          workloads=large_workloads.DEFAULT,
+          engines=tuple(LARGE_ENGINES),
+          workload_registry=large_workloads.WORKLOADS,
+          engine_registry=LARGE_ENGINES,
+          verify_against=large_report.verify_against,
+          layout=large_report.LAYOUT),
 )}
