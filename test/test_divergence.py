@@ -117,7 +117,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="loss"):
         ot_batch.SamplesLoss("energy")
     with pytest.raises(ValueError, match="backend"):
-        ot_batch.SamplesLoss(backend="online")
+        ot_batch.SamplesLoss(backend="keops")
     with pytest.raises(TypeError, match=r"\(x, y\)"):
         ot_batch.SamplesLoss()(torch.tensor(x))
 
