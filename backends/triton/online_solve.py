@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import triton
 
+from ot_batch.solvers.annealed import _log_weights
+
 from . import online
 
 PRECISIONS = ("tf32x3", "tf32")
@@ -54,13 +56,6 @@ def round_tf32(x: torch.Tensor) -> torch.Tensor:
     return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
-def log_weights(w: torch.Tensor) -> torch.Tensor:
-    """``log w`` with ``-1e5`` for zero weights (as :mod:`ot_batch.solvers.annealed`)."""
-    pos = w > 0
-    return torch.where(pos, torch.log(torch.where(pos, w, torch.ones_like(w))),
-                       torch.full_like(w, -1e5))
-
-
 @dataclass
 class Clouds:
     """Both clouds of every problem, centred and concatenated: ``P`` (B, N + M, D) float32,
@@ -83,7 +78,8 @@ class Clouds:
         if precision == "tf32":
             P = round_tf32(P)
         sqn = c * (P * P).sum(-1)
-        logw = log_weights(torch.cat([a.detach(), b.detach()], dim=1).to(torch.float32))
+        w = torch.cat([a.detach(), b.detach()], dim=1).to(torch.float32)
+        logw = _log_weights(torch, w)  # -1e5 for zero weights, as the dense path
         return cls(P.contiguous(), sqn.contiguous(), logw.contiguous(), X.shape[1],
                    Y.shape[1], float(c), precision)
 

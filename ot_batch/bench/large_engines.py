@@ -373,6 +373,17 @@ def _sqdist(x: Any, y: Any) -> Any:
     return x2 + y2 - 2.0 * (x @ y.transpose(-2, -1))
 
 
+def _geomloss_e2e(pb: LargeProblem, wl: LargeWorkload, data, backend: str,
+                  note: str) -> Prepared:
+    """GeomLoss's ``SamplesLoss`` with the end-to-end defaults on one of its backends."""
+    from geomloss import SamplesLoss
+
+    loss = SamplesLoss("sinkhorn", p=2, blur=wl.blur, scaling=wl.scaling, debias=True,
+                       backend=backend)
+    return Prepared(pb, _e2e_call(loss, *data, wl.backward),
+                    partial(_scalar, backward=wl.backward), ANNEALED, note)
+
+
 class GeomLossOnline(LargeEngine):
     name = "geomloss_online"
     description = ("GeomLoss on KeOps: sinkhorn_loop(eps_list=[0.1] * 10, last_extrapolation="
@@ -385,12 +396,7 @@ class GeomLossOnline(LargeEngine):
             _preload_cuda_libs()
         x, y, a, b = self.tensors(pb)
         if wl.protocol != "fixed":
-            from geomloss import SamplesLoss
-
-            loss = SamplesLoss("sinkhorn", p=2, blur=wl.blur, scaling=wl.scaling, debias=True,
-                               backend="online")
-            return Prepared(pb, _e2e_call(loss, x, y, a, b, wl.backward),
-                            partial(_scalar, backward=wl.backward), ANNEALED, "KeOps")
+            return _geomloss_e2e(pb, wl, (x, y, a, b), "online", "KeOps")
         from geomloss._legacy.sinkhorn_divergence import (log_weights, sinkhorn_cost,
                                                           sinkhorn_loop)
         from geomloss._legacy.sinkhorn_samples import lse_genred, softmin_online
@@ -423,12 +429,7 @@ class GeomLossTensorized(LargeEngine):
     def _prepare(self, pb: LargeProblem, wl: LargeWorkload) -> Prepared:
         x, y, a, b = self.tensors(pb)
         if wl.protocol != "fixed":
-            from geomloss import SamplesLoss
-
-            loss = SamplesLoss("sinkhorn", p=2, blur=wl.blur, scaling=wl.scaling, debias=True,
-                               backend="tensorized")
-            return Prepared(pb, _e2e_call(loss, x, y, a, b, wl.backward),
-                            partial(_scalar, backward=wl.backward), ANNEALED, "dense")
+            return _geomloss_e2e(pb, wl, (x, y, a, b), "tensorized", "dense")
         from geomloss._legacy.sinkhorn_divergence import (log_weights, sinkhorn_cost,
                                                           sinkhorn_loop)
         from geomloss._legacy.sinkhorn_samples import softmin_tensorized
