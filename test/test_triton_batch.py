@@ -217,6 +217,25 @@ def test_points_match_generic_with_gradients(metric, kw, size):
     assert _rel(Xf.grad, Xd.grad) < 1e-4 and _rel(Yf.grad, Yd.grad) < 1e-4
 
 
+def test_single_large_problem_takes_the_softmin_kernel(monkeypatch):
+    """One pair of clouds too big for one program (B = 1, d = 150: the d loop) goes through
+    the large-cloud softmin kernel and gives POT's ``ot.solve_sample`` numbers."""
+    ot = pytest.importorskip("ot")
+    from ot_batch.backends.triton import online_points
+    calls = []
+    passes = online_points.passes
+    monkeypatch.setattr(online_points, "passes", lambda *a, **k: calls.append(1) or passes(
+        *a, **k))
+    X, Y = _points(1, 150, 120, 150, seed=3)
+    fused = ot_batch.solve_sample_batch(X, Y, reg=2.0, max_iter=200, tol=1e-7,
+                                        backend="triton")
+    assert calls == [1]
+    Xn, Yn = X[0].double().numpy(), Y[0].double().numpy()
+    ref = ot.solve_sample(Xn, Yn, reg=2.0, max_iter=200, tol=1e-7, reg_type="entropy")
+    assert abs(float(fused.value[0]) - float(ref.value)) < 1e-5 * abs(float(ref.value))
+    assert _rel(fused.plan[0], torch.as_tensor(ref.plan)) < 2e-4
+
+
 def test_points_lazy_plan():
     X, Y = _points(3, 20, 30, 3)
     lazy = ot_batch.solve_sample_batch(X, Y, reg=0.2, lazy=True, backend="triton")

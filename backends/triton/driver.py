@@ -13,6 +13,7 @@ nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import triton
@@ -91,19 +92,43 @@ class _ExitFlag:
         return False
 
 
-def run(*, cost: int, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg: float,
-        phi: tuple[float, float], max_iter: int, tol: float, check_every: int, log: bool,
-        balanced: bool, prec: str):
-    """Iterate the row and column passes; ``u`` and ``v`` (float32) are updated in place.
+def passes(*, cost: int, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg: float,
+           phi: tuple[float, float], log: bool, balanced: bool, prec: str) -> Callable:
+    """The half-iterations of :func:`.sinkhorn_stream._pass_kernel`: ``half(cols, last,
+    active, errsq, chg_bits)`` updates ``u`` (rows) or ``v`` (``cols``) in place.
 
     ``cost`` is one of :data:`.sinkhorn_stream.FROM_MATRIX` (``M`` given), ``SQEUCLIDEAN`` or
-    ``NEG_DOT`` (``X``, ``Y``; ``xn``, ``yn`` their squared norms). Returns
-    ``(n_iter, err, converged)`` of shape (B,).
+    ``NEG_DOT`` (``X``, ``Y``; ``xn``, ``yn`` their squared norms).
     """
     B, n = u.shape
     m = v.shape[1]
     d = 0 if X is None else X.shape[2]
-    dev = u.device
+    t = tiles(n, m, d, cost != ks.FROM_MATRIX)
+    shift = ra is not None
+    M_, X_, Y_, xn_, yn_, ra, rb = cost_args(M, X, Y, xn, yn, ra, rb, u)
+    common = dict(COST=cost, LOG=log, SHIFT=shift, BALANCED=balanced, PREC=prec, BD=t.depth,
+                  num_warps=t.warps, num_stages=t.stages)
+    grid_r = (B, triton.cdiv(n, t.row[0]))
+    grid_c = (B, triton.cdiv(m, t.col[1]))
+
+    def half(cols: bool, last: int, active, errsq, chg_bits) -> None:
+        if cols:
+            ks._pass_kernel[grid_c](M_, X_, Y_, xn_, yn_, ra, rb, b, v, u, active, errsq,
+                                    chg_bits, n, m, d, inv_reg, phi[1], last, COLS=True,
+                                    BN=t.col[0], BM=t.col[1], **common)
+        else:
+            ks._pass_kernel[grid_r](M_, X_, Y_, xn_, yn_, ra, rb, a, u, v, active, errsq,
+                                    chg_bits, n, m, d, inv_reg, phi[0], last, COLS=False,
+                                    BN=t.row[0], BM=t.row[1], **common)
+    return half
+
+
+def run(half: Callable, *, B: int, device: torch.device, max_iter: int, tol: float,
+        check_every: int, balanced: bool):
+    """Iterate the half-iterations ``half`` (see :func:`passes`), rows then columns, with
+    the exit test every ``check_every`` iterations. Returns ``(n_iter, err, converged)`` of
+    shape (B,)."""
+    dev = device
     active = torch.ones(B, dtype=torch.int32, device=dev)
     errsq = torch.zeros(B, dtype=torch.float32, device=dev)
     chg = torch.zeros(B, dtype=torch.float32, device=dev)
@@ -112,13 +137,6 @@ def run(*, cost: int, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg: float,
     conv = torch.zeros(B, dtype=torch.int8, device=dev)
     if B == 0 or max_iter == 0:
         return n_iter, err, conv.bool()
-    t = tiles(n, m, d, cost != ks.FROM_MATRIX)
-    shift = ra is not None
-    M_, X_, Y_, xn_, yn_, ra, rb = cost_args(M, X, Y, xn, yn, ra, rb, u)
-    common = dict(COST=cost, LOG=log, SHIFT=shift, BALANCED=balanced, PREC=prec, BD=t.depth,
-                  num_warps=t.warps, num_stages=t.stages)
-    grid_r = (B, triton.cdiv(n, t.row[0]))
-    grid_c = (B, triton.cdiv(m, t.col[1]))
     chg_bits = chg.view(torch.int32)
     it_dev = torch.zeros(1, dtype=torch.int32, device=dev)
 
@@ -126,12 +144,8 @@ def run(*, cost: int, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg: float,
         """k iterations, the error taken on the last, then the check."""
         for j in range(k):
             last = int(j == k - 1)
-            ks._pass_kernel[grid_r](M_, X_, Y_, xn_, yn_, ra, rb, a, u, v, active, errsq,
-                                    chg_bits, n, m, d, inv_reg, phi[0], last, COLS=False,
-                                    BN=t.row[0], BM=t.row[1], **common)
-            ks._pass_kernel[grid_c](M_, X_, Y_, xn_, yn_, ra, rb, b, v, u, active, errsq,
-                                    chg_bits, n, m, d, inv_reg, phi[1], last, COLS=True,
-                                    BN=t.col[0], BM=t.col[1], **common)
+            half(False, last, active, errsq, chg_bits)
+            half(True, last, active, errsq, chg_bits)
         it_dev.add_(k)
         ks._check_kernel[(B,)](active, errsq, chg, n_iter, err, conv, it_dev, tol,
                                BALANCED=balanced)
@@ -148,7 +162,7 @@ def run(*, cost: int, M, X, Y, xn, yn, ra, rb, a, b, u, v, inv_reg: float,
             graph.replay()
         else:
             block(k)
-            if i == 0 and u.is_cuda and sizes[1:].count(check_every) >= 2:
+            if i == 0 and active.is_cuda and sizes[1:].count(check_every) >= 2:
                 graph = _capture(lambda: block(check_every))
         done += k
         if tol > 0 and done < max_iter:

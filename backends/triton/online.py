@@ -31,6 +31,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ._parts import change, marginal_update, safe_log
+
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
@@ -222,3 +224,62 @@ def _vk(V, W, b, loc, qm, kl, km, d, s_v_b, s_w_b, PREC: tl.constexpr, BM: tl.co
                      mask=km[:, None] & dm[None, :], other=0.0)
         acc = tl.dot(vt, tl.trans(wt), acc, input_precision=PREC)
     return acc
+
+
+@triton.jit
+def _half_kernel(P, sqn, shift, w, pot, active, errsq, chg_bits, N, M, d, side, inv_reg,
+                 score, phi, do_err, BALANCED: tl.constexpr, SINGLE_D: tl.constexpr,
+                 PREC: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+    """POT's log-domain half-iteration on one side (``side`` 0: new ``u`` from ``v``; 1: new
+    ``v`` from ``u``) with the softmin tiles of :func:`_step_kernel`.
+
+    ``pot`` (B, N + M) holds the log-scalings ``u`` then ``v``; the kernel is
+    ``-M_ij / reg = score * p_i . p_j - (sqn_i + sqn_j) / reg`` (``sqn = |p|^2`` for the
+    squared Euclidean cost, 0 for the negative dot product), plus ``shift`` (log-weights when
+    the entropy is taken relative to ``a b^T``, else 0). The update and the error are those
+    of :func:`.sinkhorn_stream._pass_kernel`, which :mod:`ot_batch.solvers.sinkhorn_log`
+    defines. Retired problems (``active`` 0) read and write nothing.
+    """
+    blk = tl.program_id(0)
+    b = tl.program_id(1)
+    L = N + M
+    act = tl.load(active + b) != 0
+    qo = side * N
+    nq = tl.where(act, N + side * (M - N), 0)
+    ko = N - qo
+    nk = tl.where(act, L - N - side * (M - N), 0)
+    loc = blk * BM + tl.arange(0, BM)
+    qm = loc < nq
+    q_rows = qo + loc
+    q = _query_tile(P, b, q_rows, qm, L, d, SINGLE_D, BM, BD)
+    scale = score * 1.4426950408889634
+    mx = tl.full([BM], -1.0e30, tl.float32)
+    acc = tl.zeros([BM], tl.float32)
+    for j0 in range(0, nk, BN):
+        kl = j0 + tl.arange(0, BN)
+        km = kl < nk
+        k_rows = ko + kl
+        s = _scores(P, b, q_rows, qm, k_rows, km, L, d, q, scale, SINGLE_D, PREC, BM, BN, BD)
+        g = tl.load(pot + b * L + k_rows, mask=km, other=0.0)
+        h = tl.load(shift + b * L + k_rows, mask=km, other=0.0)
+        sk = tl.load(sqn + b * L + k_rows, mask=km, other=0.0)
+        s += tl.where(km, (g + h - sk * inv_reg) * 1.4426950408889634, float("-inf"))[None, :]
+        new_mx = tl.maximum(mx, tl.max(s, axis=1))
+        acc = acc * tl.exp2(mx - new_mx) + tl.sum(tl.exp2(s - new_mx[:, None]), axis=1)
+        mx = new_mx
+    row = b * L + q_rows
+    sq = tl.load(sqn + row, mask=qm, other=0.0)
+    red = (mx + tl.log2(acc)) * 0.6931471805599453 - sq * inv_reg + tl.load(
+        shift + row, mask=qm, other=0.0)
+    ww = tl.load(w + row, mask=qm, other=0.0)
+    old = tl.load(pot + row, mask=qm, other=float("-inf"))
+    new = marginal_update(red, ww, safe_log(ww), phi, True)
+    if do_err != 0:
+        if BALANCED:  # marginal error of the current plan, as the generic solver reads it
+            line = tl.exp(tl.minimum(old + red, 30.0))
+            tl.atomic_add(errsq + b, tl.sum(tl.where(qm, (line - ww) * (line - ww), 0.0),
+                                            axis=0))
+        else:  # changes are >= 0 (or NaN): their bits order as int32 do
+            ch = change(new, old, qm, True)
+            tl.atomic_max(chg_bits + b, ch.to(tl.int32, bitcast=True))
+    tl.store(pot + row, new, mask=qm)

@@ -3,9 +3,11 @@
 :func:`from_cost` serves ``solve_batch`` (a cost tensor M): problems that fit on chip run
 whole in :mod:`.sinkhorn_resident`, larger ones through the passes of
 :mod:`.sinkhorn_stream`. :func:`from_points` serves ``solve_sample_batch`` and never forms the
-cost. Both compute in float32 whatever the input (float16 / bfloat16 inputs are read as they
-are and accumulated in float32; point clouds are converted to float32, being small) and
-return float32 results for half-precision inputs.
+cost: small clouds run on chip too, larger ones (one pair of 10^5-point clouds, or a batch)
+through the softmin tiles of the GeomLoss path (:mod:`.online_points`). Both compute in
+float32 whatever the input (float16 / bfloat16 inputs are read as they are and accumulated in
+float32; point clouds are converted to float32, being small) and return float32 results for
+half-precision inputs.
 
 Gradients are not taken through the kernels: ``ot_batch.linear`` forms the values from the
 plan's statistics and the autograd Functions of :mod:`.envelope`, with the envelope
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 
 from ...solvers._sinkhorn_parts import safe_log
-from . import driver, sinkhorn_resident
+from . import driver, online_points, sinkhorn_resident
 from .sinkhorn_stream import FROM_MATRIX, NEG_DOT, SQEUCLIDEAN
 
 HALF = (torch.float16, torch.bfloat16)
@@ -89,6 +91,11 @@ def _pack(u, v, log, n_iter, err, conv, plan, stats, dtype) -> Fused:
                  conv, plan, stats)
 
 
+def _iterate(half, loop: dict, B: int, device: torch.device):
+    return driver.run(half, B=B, device=device, max_iter=loop["max_iter"], tol=loop["tol"],
+                      check_every=loop["check_every"], balanced=loop["balanced"])
+
+
 def from_cost(pb: Any) -> Fused:
     """Solve ``solve_batch``'s problem ``pb`` (:class:`ot_batch._validate.LinearProblem`)."""
     M = pb.M.detach().contiguous()
@@ -108,9 +115,11 @@ def from_cost(pb: Any) -> Fused:
             if ra is not None:
                 logK = logK + ra[:, :, None] + rb[:, None, :]
             src, sra, srb = torch.exp(logK), None, None
-        n_iter, err, conv = driver.run(cost=FROM_MATRIX, M=src, X=None, Y=None, xn=None,
-                                       yn=None, ra=sra, rb=srb, a=a, b=b, u=u, v=v, log=log,
-                                       prec="ieee", **loop)
+        half = driver.passes(cost=FROM_MATRIX, M=src, X=None, Y=None, xn=None, yn=None,
+                             ra=sra, rb=srb, a=a, b=b, u=u, v=v, log=log, prec="ieee",
+                             inv_reg=loop["inv_reg"], phi=loop["phi"],
+                             balanced=loop["balanced"])
+        n_iter, err, conv = _iterate(half, loop, B, M.device)
     dtype = result_dtype(M.dtype)
     out = _pack(u, v, log, n_iter, err, conv, None, (), dtype)
     out.plan = torch.empty((B, n, m), dtype=dtype, device=M.device)
@@ -152,9 +161,13 @@ def from_points(sp: Any) -> Fused:
     if sinkhorn_resident.fits(n, m):
         n_iter, err, conv = sinkhorn_resident.solve(a=a, b=b, u=u, v=v, log=True,
                                                     has_init=has_init, **pts, **loop)
-    else:
+    else:  # the softmin tiles of the large-cloud kernels
         _start(u, v, has_init, True)
-        n_iter, err, conv = driver.run(a=a, b=b, u=u, v=v, log=True, **pts, **loop)
+        lay = online_points.Layout(cost, X, Y, a, b, ra, rb, u, v)
+        half = online_points.passes(lay, inv_reg=loop["inv_reg"], phi=loop["phi"],
+                                    balanced=loop["balanced"], prec=POINTS_PRECISION)
+        n_iter, err, conv = _iterate(half, loop, B, X.device)
+        u, v = lay.scalings()
     dtype = result_dtype(sp.X.dtype)
     plan = None if sp.lazy else torch.empty((B, n, m), dtype=dtype, device=X.device)
     stats = driver.finish(u=u, v=v, inv_reg=loop["inv_reg"], plan=plan, **pts)
