@@ -47,6 +47,7 @@ def both(kw, X, Y, a, b, grad=True):
 def close(ref, got, rtol, atol=1e-7):
     """Relative to the largest entry; ``atol`` for the float32 round-off of debiased values
     that cancel (terms of order 1, a difference of order 1e-3)."""
+    ref, got = ref.detach(), got.detach()
     scale = ref.abs().max()
     err = float((ref - got.to(ref.dtype)).abs().max())
     assert err <= rtol * float(scale) + atol, (err, ref, got)
@@ -156,6 +157,10 @@ def test_bad_input():
         ot_batch.sinkhorn_divergence_batch(X, Y, eps_list=[0.1, -1.0], backend="online")
     with pytest.raises(ValueError, match="backend"):
         ot_batch.SamplesLoss(backend="keops")
+    with pytest.raises(ValueError, match="grad"):
+        ot_batch.sinkhorn_divergence_batch(X, Y, grad="unrolled")
+    with pytest.raises(ValueError, match="autodiff"):
+        ot_batch.sinkhorn_divergence_batch(X, Y, grad="autodiff", backend="online")
 
 
 def test_auto_picks_online_only_on_cuda():
@@ -225,7 +230,8 @@ def test_stream_plan_products():
 @pytest.mark.parametrize("debias", [False, True])
 def test_hessian_vector_product_by_implicit_differentiation(debias):
     """Double backward of the online loss (implicit function theorem, CG on streaming plan
-    products) against central differences of the float64 dense gradient."""
+    products) against central differences of the float64 dense gradient and against double
+    backward through the unrolled float64 dense solver (``grad="autodiff"``)."""
     X, Y, a, b = clouds(B=2, N=13, M=11, D=2, seed=3)
     kw = dict(blur=0.5, scaling=0.5, tol=1e-7, max_iter=2000, debias=debias)
     V = torch.randn(X.shape, generator=torch.Generator().manual_seed(1),
@@ -245,3 +251,24 @@ def test_hessian_vector_product_by_implicit_differentiation(debias):
     (g,) = torch.autograd.grad(v.sum(), Xg, create_graph=True)
     (hv,) = torch.autograd.grad((g * V).sum(), Xg)
     close(fd, hv, 1e-3)
+    Xu = X.clone().requires_grad_()
+    vu = ot_batch.sinkhorn_divergence_batch(Xu, Y, a, b, backend="tensorized", grad="autodiff",
+                                            **dict(kw, tol=1e-11))
+    (gu,) = torch.autograd.grad(vu.sum(), Xu, create_graph=True)
+    (hu,) = torch.autograd.grad((gu * V).sum(), Xu)
+    close(fd, hu, 1e-5)
+    close(hu, hv, 1e-3)
+
+
+def test_unrolled_gradients_match_envelope():
+    """``grad="autodiff"`` (tensorized) gives the same first derivatives in x, y and a as the
+    envelope at convergence (float64)."""
+    X, Y, a, b = clouds(B=2, N=9, M=7, D=2, seed=5)
+    kw = dict(blur=0.5, scaling=0.5, tol=1e-11, max_iter=2000, backend="tensorized")
+    out = []
+    for grad in ("envelope", "autodiff"):
+        Xg, Yg, ag = (t.clone().requires_grad_() for t in (X, Y, a))
+        v = ot_batch.sinkhorn_divergence_batch(Xg, Yg, ag, b, grad=grad, **kw)
+        out.append([v, *torch.autograd.grad(v.sum(), (Xg, Yg, ag))])
+    for e, u in zip(*out):
+        close(u, e, 1e-7)

@@ -38,7 +38,8 @@ def _softmin(ext: Any, eps: float, C: Any, h: Any):
 
 def potentials(xp: Any, ext: Any, a: Any, b: Any, C_xy: Any, C_yx: Any, C_xx: Any,
                C_yy: Any, eps_list: list[float], rho: tuple[float | None, float | None], *,
-               tol: float | None = None, max_iter: int = 1000, check_every: int = 10):
+               tol: float | None = None, max_iter: int = 1000, check_every: int = 10,
+               grad: str = "envelope"):
     """``(f_aa, g_bb, g_ab, f_ba, log)`` of the annealed loop (the first two None without
     ``C_xx``). ``rho`` is the (a side, b side) marginal strength, None for exact marginals.
 
@@ -52,7 +53,8 @@ def potentials(xp: Any, ext: Any, a: Any, b: Any, C_xy: Any, C_yx: Any, C_xx: An
 
     debias = C_xx is not None
     a_log, b_log = _log_weights(xp, a), _log_weights(xp, b)
-    sg = ext.stop_gradient
+    unrolled = grad == "autodiff"
+    sg = (lambda z: z) if unrolled else ext.stop_gradient
     Cxy, Cyx = sg(C_xy), sg(C_yx)
     Cxx, Cyy = (sg(C_xx), sg(C_yy)) if debias else (None, None)
     al, bl = sg(a_log), sg(b_log)
@@ -76,7 +78,8 @@ def potentials(xp: Any, ext: Any, a: Any, b: Any, C_xy: Any, C_yx: Any, C_xx: An
     if tol is not None:
         f_ba, g_ab, f_aa, g_bb, log = _finish(
             xp, ext, (Cxy, Cyx, Cxx, Cyy, al, bl, sg(a), sg(b)), (f_ba, g_ab, f_aa, g_bb),
-            eps, (da, db), rho, tol=tol, max_iter=max_iter, check_every=check_every)
+            eps, (da, db), rho, tol=tol, max_iter=max_iter, check_every=check_every,
+            differentiable=unrolled)
     # the last update, with the costs attached (both sides from the same old potentials)
     f_new = da * softmin(eps, C_xy, sg(b_log + g_ab / eps))
     g_new = db * softmin(eps, C_yx, sg(a_log + f_ba / eps))
@@ -86,7 +89,8 @@ def potentials(xp: Any, ext: Any, a: Any, b: Any, C_xy: Any, C_yx: Any, C_xx: An
     return f_aa, g_bb, g_new, f_new, log
 
 
-def _finish(xp, ext, data, pots, eps, damp, rho, *, tol, max_iter, check_every):
+def _finish(xp, ext, data, pots, eps, damp, rho, *, tol, max_iter, check_every,
+            differentiable=False):
     """GeomLoss's symmetric updates at the final temperature until each problem converges.
 
     The error of a problem is the L1 violation of the first marginal by the plan of its
@@ -126,7 +130,7 @@ def _finish(xp, ext, data, pots, eps, damp, rho, *, tol, max_iter, check_every):
     dat = (Cxy, Cyx) + ((Cxx, Cyy) if debias else (Cxy, Cyx)) + (al, bl, a, b)
     out, n_iter, converged, err = ext.iterate(
         step, lambda d, s: s[-1], dat, tuple(state), max_iter=max_iter,
-        check_every=check_every, tol=tol)
+        check_every=check_every, tol=tol, differentiable=differentiable)
     f_aa, g_bb = (out[2], out[3]) if debias else (None, None)
     return out[0], out[1], f_aa, g_bb, {"n_iter": n_iter, "converged": converged, "err": err}
 
