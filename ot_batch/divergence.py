@@ -98,7 +98,8 @@ def sinkhorn_divergence_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p
         Triton kernels (torch tensors on a CUDA device; p = 2), which never form a cost
         matrix: memory O((N + M) D), envelope gradients from one more pass, and implicit
         Hessian-vector products (double backward) for balanced losses. 'auto' picks
-        'online' for CUDA tensors and 'tensorized' otherwise.
+        'online' for CUDA tensors (except float64 problems with N M <= 5000^2, kept in
+        float64, and ``grad='autodiff'``) and 'tensorized' otherwise.
     precision : {'tf32', 'tf32x3'}, default 'tf32'
         Products of the online backend (the log-sum-exps are float32 throughout). 'tf32':
         tensor-core products of the centred coordinates rounded to TF32, with the norms
@@ -140,9 +141,9 @@ def sinkhorn_divergence_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p
         raise ValueError(f"cost must be None or 'sqeuclidean', got {cost!r}")
     if tol is not None and not tol > 0:
         raise ValueError(f"tol must be > 0 or None, got {tol!r}")
-    backend = _backend(backend, X, p, precision)
     if grad not in ("envelope", "autodiff"):
         raise ValueError(f"grad must be 'envelope' or 'autodiff', got {grad!r}")
+    backend = _backend(backend, X, p, precision, X.shape[1] * Y.shape[1], grad)
     if grad == "autodiff" and backend == "online":
         raise ValueError("grad='autodiff' needs backend='tensorized' (the online backend "
                          "differentiates by the envelope theorem and implicitly)")
@@ -189,8 +190,15 @@ def sinkhorn_divergence_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p
     return (out, info) if log else out
 
 
-def _backend(backend: str, X: Any, p: float, precision: str) -> str:
-    """Resolve ``backend`` ('auto' -> 'online' for CUDA torch tensors with Triton)."""
+# float64 problems this small stay on the tensorized path under 'auto' (GeomLoss's threshold
+# between its tensorized and online backends): the online kernels compute in float32
+AUTO_DENSE = 5000 * 5000
+
+
+def _backend(backend: str, X: Any, p: float, precision: str, nm: int = 0,
+             grad: str = "envelope") -> str:
+    """Resolve ``backend``: 'auto' -> 'online' for CUDA torch tensors with Triton, p = 2 and
+    envelope gradients, unless the input is float64 and ``nm = N M <= AUTO_DENSE``."""
     if backend not in ("auto", "tensorized", "online"):
         raise ValueError(f"backend must be 'auto', 'tensorized' or 'online', got {backend!r}")
     if precision not in ("tf32x3", "tf32"):
@@ -198,7 +206,10 @@ def _backend(backend: str, X: Any, p: float, precision: str) -> str:
     from .backends import triton as tri
     torch_in = type(X).__module__.startswith("torch")
     if backend == "auto":
-        ok = torch_in and getattr(X, "is_cuda", False) and p == 2 and tri.available(X)
+        ok = (torch_in and getattr(X, "is_cuda", False) and p == 2 and grad == "envelope"
+              and tri.available(X))
+        if ok and str(X.dtype) == "torch.float64" and nm <= AUTO_DENSE:
+            ok = False
         return "online" if ok else "tensorized"
     if backend == "online":
         if not torch_in:

@@ -169,7 +169,11 @@ def test_auto_picks_online_only_on_cuda():
     assert _backend("auto", X, 2, "tf32") == "tensorized"
     assert _backend("auto", X.numpy(), 2, "tf32") == "tensorized"
     if CUDA:
-        assert _backend("auto", X.cuda(), 2, "tf32") == "online"
+        assert _backend("auto", X.float().cuda(), 2, "tf32") == "online"
+        # float64 stays float64 where the costs fit; unrolled gradients need the dense loop
+        assert _backend("auto", X.cuda(), 2, "tf32", 100 * 100) == "tensorized"
+        assert _backend("auto", X.cuda(), 2, "tf32", 10 ** 8) == "online"
+        assert _backend("auto", X.float().cuda(), 2, "tf32", grad="autodiff") == "tensorized"
     assert tri.available(X) == (os.environ.get("TRITON_INTERPRET") == "1")
 
 
