@@ -13,6 +13,7 @@ from .linear import (entropy_batch, loss_linear_batch, loss_linear_samples_batch
 from .quadratic import (loss_quadratic_batch, loss_quadratic_samples_batch, pad_batch,
                         solve_gromov_batch, tensor_batch)
 from .result import LazyPlan, OTResult
+from . import sharded  # noqa: E402,F401  (registers the sharded path of solve_sample_batch)
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,10 @@ os.environ.setdefault("JAX_PLATFORMS", "" if os.environ.get("OT_BATCH_GPU") else
 # Without a GPU run, Triton kernels run in its interpreter on CPU tensors (small sizes).
 if not os.environ.get("OT_BATCH_GPU"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Eight host devices, so that the sharded solver's tests split clouds over a real mesh.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=8").strip()
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
