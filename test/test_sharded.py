@@ -3,6 +3,8 @@
 References: OTT-JAX's dense ``PointCloud`` Sinkhorn at the same epsilon, and ot_batch's own
 generic solver through ``solve_sample_batch`` on unsharded arrays.
 """
+import json
+
 import numpy as np
 import pytest
 
@@ -210,3 +212,22 @@ def test_gpu_kept_and_chunked_agree_with_ott():
         assert bool(out.converged)
         np.testing.assert_allclose(float(jnp.sum(out.diag)), float(jnp.sum(ref.diag)),
                                    atol=1e-3)
+
+
+def test_bench_sharded_quick(tmp_path):
+    from ot_batch.bench import sharded as bench
+
+    code = bench.main(["--quick", "--workloads", "fixed_50000_3072,grid_20000", "--engines",
+                       "ot_batch,ot_batch_chunked,ott_dense", "--repeats", "1",
+                       "--out", str(tmp_path)])
+    assert code == 0
+    rows = json.loads((tmp_path / "sharded.json").read_text())
+    fixed = {r["engine"]: r for r in rows if r["workload"] == "fixed_50000_3072"}
+    assert fixed["ot_batch"]["mode"] == "kept" and fixed["ot_batch_chunked"]["mode"] == "chunked"
+    assert all(r["ms_per_iter"] > 0 for r in fixed.values())
+    grid = [r for r in rows if r["workload"] == "grid_20000"]
+    assert len(grid) == 12 and all(r["converged"] for r in grid)
+    ours = {r["epsilon"]: r["diag_sum"] for r in grid if r["engine"] == "ot_batch"}
+    ott = {r["epsilon"]: r["diag_sum"] for r in grid if r["engine"] == "ott_dense"}
+    assert max(abs(ours[e] - ott[e]) for e in ours) < 5e-3
+    assert "Largest |sum diag" in (tmp_path / "sharded.md").read_text()

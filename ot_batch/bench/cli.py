@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("gromov", add_help=False,
                    help="batched Gromov-Wasserstein vs POT's batch (same device) and a loop of "
                         "ot.solve_gromov (CPU); see python -m ot_batch.bench gromov --help")
+    sub.add_parser("sharded", add_help=False,
+                   help="one problem in d = 3,072 (ANCHORS.md and OTT-JAX's blurred-images "
+                        "tutorial): the sharded JAX solver vs OTT-JAX and FlashSinkhorn; see "
+                        "python -m ot_batch.bench sharded --help")
     for suite in SUITES.values():
         p = sub.add_parser(suite.name, help=suite.help, description=suite.help)
         p.add_argument("--engines", type=_names, default=list(suite.engines),
@@ -62,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["gromov"]:  # its own engines and outputs (objectives, not value_linear)
         from . import gromov
         return gromov.main(argv[1:])
+    if argv[:1] == ["sharded"]:  # per-iteration times and the epsilon grid's diagonals
+        from . import sharded
+        return sharded.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.suite is None:
