@@ -112,6 +112,7 @@ def run_fixed(name: str, n: int, d: int, engines: Sequence[str], repeats: int, s
     x, y = _fixed_data(n, d, seed)
     rows = []
     for eng in engines:
+        print(f"# {time.strftime('%H:%M:%S')} {name} {eng}", flush=True)
         row = dict(workload=name, n=n, d=d, engine=eng)
         try:
             if eng == "flash":
@@ -137,9 +138,15 @@ def run_fixed(name: str, n: int, d: int, engines: Sequence[str], repeats: int, s
             row["ms_per_iter"] = t / ITERS * 1e3
         except Exception as exc:  # noqa: BLE001 - a peer that cannot run this size is data
             row["error"] = _brief(exc)
-        rows.append(row)
+        _emit(rows, row)
         gc.collect()
     return rows
+
+
+def _emit(rows: list, row: dict) -> None:
+    """Keep ``row`` and print it at once: a run cut short still shows what it measured."""
+    print(json.dumps(row), flush=True)
+    rows.append(row)
 
 
 def _diag_stats(diag: Any, n: int) -> dict:
@@ -168,7 +175,7 @@ def run_grid(name: str, n: int, engines: Sequence[str], cifar: str | None, seed:
             t0 = time.perf_counter()
             out = solve(eps, init)
             init = (out.f, out.g)
-            rows.append(dict(workload=name, n=n, engine="ot_batch", mode=out.mode,
+            _emit(rows, dict(workload=name, n=n, engine="ot_batch", mode=out.mode,
                              epsilon=float(eps), seconds=time.perf_counter() - t0,
                              n_iter=int(out.n_iter), converged=bool(out.converged),
                              normalized_entropy=float(out.normalized_entropy),
@@ -189,14 +196,14 @@ def run_grid(name: str, n: int, engines: Sequence[str], cifar: str | None, seed:
             for eps in EPSILONS[::-1]:
                 t0 = time.perf_counter()
                 out = _jax_block(ott(x, y, jnp.asarray(eps, x.dtype)))
-                rows.append(dict(workload=name, n=n, engine="ott_dense", epsilon=float(eps),
+                _emit(rows, dict(workload=name, n=n, engine="ott_dense", epsilon=float(eps),
                                  seconds=time.perf_counter() - t0, n_iter=int(out.n_iters),
                                  converged=bool(out.converged),
                                  normalized_entropy=float(out.normalized_entropy),
                                  **_diag_stats(out.diag, n)))
             del out
         except Exception as exc:  # noqa: BLE001
-            rows.append(dict(workload=name, n=n, engine="ott_dense", error=_brief(exc)))
+            _emit(rows, dict(workload=name, n=n, engine="ott_dense", error=_brief(exc)))
     gc.collect()
     return rows
 
