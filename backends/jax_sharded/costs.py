@@ -63,5 +63,5 @@ def summary(aff: Affine, kind: str) -> Any:
     gy = jnp.matmul(aff.yc.T, aff.yc, precision=hi)
     n, m = aff.xc.shape[0], aff.yc.shape[0]
     var = (jnp.var(aff.alpha) + jnp.var(aff.beta)
-           + aff.scale ** 2 * jnp.sum(gx * gy) / (n * m))
+           + aff.scale ** 2 * jnp.sum(gx * gy) / n / m)
     return jnp.sqrt(var)

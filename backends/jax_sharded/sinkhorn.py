@@ -52,7 +52,9 @@ def _device_loop(xl, yl, la, lb, f0, g0, eps, *, cfg: Config):
         f, g, it, errors, _ = state
         g_new = g_update(f, g)
         err = ops.col_total(jnp.abs(col_sums(g, g_new) - b_c))
-        stop = (err < cfg.tol) | ~jnp.isfinite(err)
+        # The error of a starting point may overflow (a cold start in float32): diverging
+        # is judged from the first iteration on.
+        stop = (err < cfg.tol) | (~jnp.isfinite(err) & (it > 0))
         f, g = jax.lax.cond(stop, lambda: (f, g),
                             lambda: (eps * la - eps * ops.row_lse(g_new, shift=f), g_new))
         return f, g, it + jnp.where(stop, 0, 1), errors.at[it].set(err), stop
