@@ -139,11 +139,19 @@ def _chunk(chunk: Any, lay: Any, n: int, m: int, itemsize: int) -> int:
     return min(c - c % 128, max(1, min(n, m) // lay.size))
 
 
-def _precision(precision: Any, mode: str) -> Any:
+def _precision(precision: Any, mode: str, dtype: Any) -> Any:
     import jax
+    import numpy as np
 
-    if precision is None:  # the kept cost is built once: float32-accurate (3 bf16 passes)
-        return jax.lax.Precision.HIGH if mode == "kept" else None
+    if precision is None:
+        if mode != "kept":
+            return None
+        # Built once, so float32-accurate products: three bf16 passes on tensor cores (JAX's
+        # Precision.HIGH is TF32 on GPUs); other dtypes in full precision.
+        preset = getattr(jax.lax, "DotAlgorithmPreset", None)
+        if preset is not None and np.dtype(dtype) == np.float32:
+            return preset.BF16_BF16_F32_X3
+        return jax.lax.Precision.HIGHEST
     if isinstance(precision, jax.lax.Precision):
         return precision
     names = ("default", "high", "highest")
@@ -219,9 +227,10 @@ def solve_sample(x: Any, y: Any, reg: float | None = None, a: Any = None, b: Any
     init : (f, g), optional
         Warm start, e.g. the potentials of the previous epsilon in a decreasing grid.
     precision : {None, 'default', 'high', 'highest'}, optional
-        Matmul precision of the cost. None: 'high' (bf16 x 3, float32-accurate) in the kept
-        mode, where the cost is built once, and JAX's default (TF32 on recent NVIDIA GPUs) in
-        the chunked mode, where it is recomputed at every pass. At small epsilon TF32's
+        Matmul precision of the cost. None: float32-accurate products (three bf16 passes for
+        float32 clouds) in the kept mode, where the cost is built once, and JAX's default
+        (TF32 on recent NVIDIA GPUs) in the chunked mode, where it is recomputed at every
+        pass. At small epsilon TF32's
         rounding of the costs (about 1e-3 of |x| |y|) shows in the plan.
         Coordinates are centred first, so the products are small and rounding errors too.
 
@@ -270,7 +279,7 @@ def solve_sample(x: Any, y: Any, reg: float | None = None, a: Any = None, b: Any
     item = x.dtype.itemsize
     mode = _mode(mode, lay, n, m, item)
     cfg = sinkhorn.Config(lay, mode, _chunk(chunk, lay, n, m, item), max_iter, tol,
-                          _precision(precision, mode), 0.0)
+                          _precision(precision, mode, x.dtype), 0.0)
     sol = sinkhorn._solve(x, y, a, b, f0, g0, reg, cfg=cfg, cost=cost, relative=relative_reg)
     return ShardedOutput(*sol, mode=cfg.mode)
 
