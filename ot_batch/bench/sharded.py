@@ -217,6 +217,42 @@ def run_grid(name: str, n: int, engines: Sequence[str], cifar: str | None, seed:
     return rows
 
 
+def plot_grid(rows: list[dict], path: Path) -> Path | None:
+    """The tutorial's three panels (diagonal KL and sum; time and iterations; normalized
+    entropy against epsilon) for each grid workload's ot_batch rows."""
+    grid = [r for r in rows if r["workload"] in GRID and r["engine"] == "ot_batch"
+            and "diag_sum" in r]
+    if not grid:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    for wl in sorted({r["workload"] for r in grid}):
+        rs = sorted((r for r in grid if r["workload"] == wl), key=lambda r: r["epsilon"])
+        eps = [r["epsilon"] for r in rs]
+        for ax, key, twin in ((axes[0], "kl", "diag_sum"), (axes[1], "seconds", "n_iter"),
+                              (axes[2], "normalized_entropy", None)):
+            ax.plot(eps, [r[key] for r in rs], marker="o", label=f"{key}, {wl}")
+            if twin:
+                ax.twinx().plot(eps, [r[twin] for r in rs], marker="x", linestyle="--",
+                                color="tab:gray", label=f"{twin}, {wl}")
+    for ax, title, log in ((axes[0], "KL(1/n, diag) (o) / sum of diagonal (x, right)", True),
+                           (axes[1], "time in s (o) / iterations (x, right)", True),
+                           (axes[2], "normalized entropy", False)):
+        ax.set_xscale("log")
+        ax.set_yscale("log" if log else "linear")
+        ax.set_title(title)
+        ax.grid(True)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[2].set_xlabel("epsilon (relative to the std of the costs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _tables(rows: list[dict]) -> str:
     fixed = [r for r in rows if r["workload"] in FIXED]
     grid = [r for r in rows if r["workload"] in GRID]
@@ -267,7 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     p.add_argument("--out", type=Path, default=Path("bench_results"))
+    p.add_argument("--replot", type=Path, metavar="JSON",
+                   help="only draw the grid figure from a sharded.json of an earlier run")
     args = p.parse_args(argv)
+    if args.replot:
+        print(plot_grid(json.loads(args.replot.read_text()), args.out / "sharded_grid.png"))
+        return 0
     wls = [w for w in args.workloads.split(",") if w]
     engs = [e for e in args.engines.split(",") if e]
     for w in wls:
@@ -292,4 +333,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sharded.md").write_text(text + "\n")
     (args.out / "sharded.json").write_text(json.dumps(rows, indent=1))
+    plot_grid(rows, args.out / "sharded_grid.png")
     return 0
