@@ -118,7 +118,10 @@ def _free_bytes(device: Any) -> float:
     if stats and "bytes_limit" in stats:
         return float(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
     try:  # host devices share the machine's memory
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 8
+        import jax
+
+        share = max(1, len(jax.local_devices(backend=device.platform)))
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / share
     except (ValueError, OSError, AttributeError):
         return 2.0 ** 30
 
