@@ -234,7 +234,7 @@ def solve_sample(x: Any, y: Any, reg: float | None = None, a: Any = None, b: Any
         float32 clouds) in the kept mode, where the cost is built once, and JAX's default
         (TF32 on recent NVIDIA GPUs) in the chunked mode, where it is recomputed at every
         pass. At small epsilon TF32's
-        rounding of the costs (about 1e-3 of |x| |y|) shows in the plan.
+        rounding of the costs (about 1e-3 of ``|x| |y|``) shows in the plan.
         Coordinates are centred first, so the products are small and rounding errors too.
 
     Returns
