@@ -58,7 +58,10 @@ def summary(aff: Affine, kind: str) -> Any:
         return jnp.mean(aff.alpha) + jnp.mean(aff.beta)
     if kind != "std":
         raise ValueError(f"relative_reg must be None, 'mean' or 'std', got {kind!r}")
-    hi = jax.lax.Precision.HIGHEST
+    # float32-accurate: three bf16 passes on tensor cores for float32, else full precision
+    preset = getattr(jax.lax, "DotAlgorithmPreset", None)
+    hi = (preset.BF16_BF16_F32_X3 if preset is not None and aff.xc.dtype == jnp.float32
+          else jax.lax.Precision.HIGHEST)
     gx = jnp.matmul(aff.xc.T, aff.xc, precision=hi)
     gy = jnp.matmul(aff.yc.T, aff.yc, precision=hi)
     n, m = aff.xc.shape[0], aff.yc.shape[0]

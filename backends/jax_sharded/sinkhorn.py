@@ -49,23 +49,26 @@ def _device_loop(xl, yl, la, lb, f0, g0, eps, *, cfg: Config):
         return jnp.where(b_c > 0, b_c * jnp.exp((g_old - g_new) / eps), 0.0)
 
     def body(state):
-        f, g, it, errors, _ = state
+        f, g, it, errors, _, _ = state
         g_new = g_update(f, g)
-        err = ops.col_total(jnp.abs(col_sums(g, g_new) - b_c))
+        cols = col_sums(g, g_new)
+        err = ops.col_total(jnp.abs(cols - b_c))
         # The error of a starting point may overflow (a cold start in float32): diverging
         # is judged from the first iteration on.
         stop = (err < cfg.tol) | (~jnp.isfinite(err) & (it > 0))
         f, g = jax.lax.cond(stop, lambda: (f, g),
                             lambda: (eps * la - eps * ops.row_lse(g_new, shift=f), g_new))
-        return f, g, it + jnp.where(stop, 0, 1), errors.at[it].set(err), stop
+        return f, g, it + jnp.where(stop, 0, 1), errors.at[it].set(err), stop, cols
 
     def cond(state):
         return (~state[4]) & (state[2] < cfg.max_iter)
 
     errors = jnp.full((cfg.max_iter + 1,), -1.0, xl.dtype)
-    start = (f0, g, jnp.zeros((), jnp.int32), errors, jnp.zeros((), bool))
-    f, g, it, errors, _ = jax.lax.while_loop(cond, body, start)
-    cols = col_sums(g, g_update(f, g))
+    start = (f0, g, jnp.zeros((), jnp.int32), errors, jnp.zeros((), bool), jnp.zeros_like(b_c))
+    f, g, it, errors, stopped, cols = jax.lax.while_loop(cond, body, start)
+    # A loop that stopped on its test measured the iterate it returns; one that ran out of
+    # iterations measures it now (one more pass).
+    cols = jax.lax.cond(stopped, lambda: cols, lambda: col_sums(g, g_update(f, g)))
     err = ops.col_total(jnp.abs(cols - b_c))
     errors = errors.at[it].set(err)
     rows, lin = ops.row_stats(f, g)
