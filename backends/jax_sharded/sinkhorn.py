@@ -9,7 +9,7 @@ iteration without a pass of its own, and the loop returns the iterate it measure
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,23 +17,6 @@ from jax.sharding import PartitionSpec
 
 from . import costs, layout as _layout
 from .softmin import MODES, Config
-
-
-class Solution(NamedTuple):
-    """What :func:`solve` returns (arrays; potentials in the original cost's convention)."""
-
-    f: Any
-    g: Any
-    converged: Any
-    n_iter: Any
-    errors: Any
-    epsilon: Any
-    reg_ot_cost: Any
-    primal_cost: Any
-    entropy: Any
-    rowsum: Any
-    colsum: Any
-    diag: Any
 
 
 def _device_loop(xl, yl, la, lb, f0, g0, eps, *, cfg: Config):
@@ -76,7 +59,7 @@ def _device_loop(xl, yl, la, lb, f0, g0, eps, *, cfg: Config):
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "cost", "relative"))
-def _solve(x, y, a, b, f0, g0, reg, *, cfg: Config, cost: str, relative: Any) -> Solution:
+def _solve(x, y, a, b, f0, g0, reg, *, cfg: Config, cost: str, relative: Any) -> tuple:
     aff = costs.decompose(x, y, cost)
     eps = reg if relative is None else reg * costs.summary(aff, relative)
     eps = jnp.asarray(eps, x.dtype)
@@ -104,5 +87,6 @@ def _solve(x, y, a, b, f0, g0, reg, *, cfg: Config, cost: str, relative: Any) ->
         k_ii = aff.scale * jnp.sum(aff.xc * aff.yc, axis=1)
         diag = jnp.exp((f + g - k_ii) / eps)
     err = errors[it]
-    return Solution(f + aff.alpha, g + aff.beta, err < cfg.tol, it, errors, eps, reg_ot, primal,
-                    entropy, rows, cols, diag)
+    # the fields of ShardedOutput, potentials in the original cost's convention
+    return (f + aff.alpha, g + aff.beta, err < cfg.tol, it, errors, eps, reg_ot, primal,
+            entropy, rows, cols, diag)
