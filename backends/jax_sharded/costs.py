@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
+
 COSTS = ("sqeuclidean", "negdot")
 
 
@@ -25,8 +28,6 @@ class Affine(NamedTuple):
 
 def decompose(x: Any, y: Any, cost: str) -> Affine:
     """Split ``cost`` between clouds ``x`` (n, d) and ``y`` (m, d) (see the module doc)."""
-    import jax.numpy as jnp
-
     xm, ym = jnp.mean(x, axis=0), jnp.mean(y, axis=0)
     xc, yc = x - xm, y - ym
     if cost == "sqeuclidean":
@@ -51,9 +52,6 @@ def summary(aff: Affine, kind: str) -> Any:
     uncorrelated (the centred clouds have zero means), so
     ``var C = var alpha + var beta + scale^2 <X'^T X', Y'^T Y'> / (n m)``.
     """
-    import jax
-    import jax.numpy as jnp
-
     if kind == "mean":
         return jnp.mean(aff.alpha) + jnp.mean(aff.beta)
     if kind != "std":

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
+
 
 class Config(NamedTuple):
     """Static options of a sharded solve (hashable: part of the jit cache key)."""
@@ -35,8 +38,6 @@ class Config(NamedTuple):
 
 def _lse_parts(z: Any, axis: int):
     """``(max, sum exp(z - max))`` along ``axis``; the max may be -inf (nothing there)."""
-    import jax.numpy as jnp
-
     mx = jnp.max(z, axis=axis)
     safe = jnp.where(jnp.isfinite(mx), mx, 0.0)
     return mx, jnp.sum(jnp.exp(z - jnp.expand_dims(safe, axis)), axis=axis)
@@ -44,8 +45,6 @@ def _lse_parts(z: Any, axis: int):
 
 def _merge(acc: Any, part: Any):
     """Combine two ``(max, sum)`` pairs of one log-sum-exp."""
-    import jax.numpy as jnp
-
     (m1, s1), (m2, s2) = acc, part
     mx = jnp.maximum(m1, m2)
     safe = jnp.where(jnp.isfinite(mx), mx, 0.0)
@@ -53,10 +52,20 @@ def _merge(acc: Any, part: Any):
 
 
 def _finish(acc: Any):
-    import jax.numpy as jnp
-
     mx, s = acc
     return jnp.where(s > 0, jnp.where(jnp.isfinite(mx), mx, 0.0) + jnp.log(s), -jnp.inf)
+
+
+def _chunked(pts: Any, pot: Any, chunk: int):
+    """``pts`` (n, d) and ``pot`` (n,) cut into ``(count, chunk, ...)``; zero points with
+    potential -inf pad the last chunk, so they weigh nothing in any sum."""
+    c = min(chunk, pts.shape[0])
+    count = -(-pts.shape[0] // c)
+    pad = count * c - pts.shape[0]
+    if pad:
+        pts = jnp.concatenate([pts, jnp.zeros((pad, pts.shape[1]), pts.dtype)])
+        pot = jnp.concatenate([pot, jnp.full((pad,), -jnp.inf, pot.dtype)])
+    return pts.reshape(count, c, -1), pot.reshape(count, c)
 
 
 class Kept:
@@ -65,44 +74,30 @@ class Kept:
     than one chunk. Columns are padded to a whole number of chunks (potential -inf)."""
 
     def __init__(self, xl: Any, yl: Any, eps: Any, cfg: Config):
-        import jax
-        import jax.numpy as jnp
-
         self.axes, self.eps, self.m_l = cfg.layout.axes, eps, yl.shape[0]
         y = jax.lax.all_gather(yl, self.axes, tiled=True)
         self.m = y.shape[0]
-        c = min(cfg.chunk, self.m)
-        self.count = -(-self.m // c)
-        y = jnp.concatenate([y, jnp.zeros((self.count * c - self.m, y.shape[1]), y.dtype)])
+        y = _chunked(y, jnp.zeros(self.m, y.dtype), cfg.chunk)[0]
+        self.count = y.shape[0]
         self.K = jax.lax.map(lambda yc: jnp.matmul(cfg.scale * xl, yc.T, precision=cfg.precision),
-                             y.reshape(self.count, c, -1))
+                             y)
 
     def cols_in(self, v: Any) -> Any:
-        import jax
-        import jax.numpy as jnp
-
         v = jax.lax.all_gather(v, self.axes, tiled=True)
         pad = self.count * self.K.shape[2] - self.m
         return jnp.concatenate([v, jnp.full((pad,), -jnp.inf, v.dtype)])
 
     def cols_out(self, v: Any) -> Any:
-        import jax
-
         start = jax.lax.axis_index(self.axes) * self.m_l
         return jax.lax.dynamic_slice_in_dim(v, start, self.m_l)
 
     def col_total(self, v: Any) -> Any:
-        import jax.numpy as jnp
-
         return jnp.sum(v)
 
     def _by_chunk(self, v: Any) -> Any:
         return v.reshape(self.count, -1)
 
     def col_lse(self, f: Any, shift: Any = None) -> Any:
-        import jax
-        import jax.numpy as jnp
-
         eps = self.eps
         if shift is not None:  # P at (f, g_old), f from g_old: rows sum to a, no overflow
             s = jax.lax.map(lambda kc: jnp.sum(jnp.exp((f[:, None] + kc[1][None, :] - kc[0])
@@ -115,9 +110,6 @@ class Kept:
         return _finish(_global(parts, mx, self.axes))
 
     def row_lse(self, g: Any, shift: Any = None) -> Any:
-        import jax
-        import jax.numpy as jnp
-
         eps, gc = self.eps, self._by_chunk(g)
         if shift is not None:  # P at (f_old, g), g from f_old: columns sum to b
             def add(acc, kc):
@@ -135,9 +127,6 @@ class Kept:
         return _finish(jax.lax.scan(step, start, (self.K, gc))[0])
 
     def row_stats(self, f: Any, g: Any):
-        import jax
-        import jax.numpy as jnp
-
         def step(acc, kc):
             p = jnp.exp((f[:, None] + kc[1][None, :] - kc[0]) / self.eps)
             return (acc[0] + jnp.sum(p, axis=1), acc[1] + jnp.sum(p * kc[0])), None
@@ -149,9 +138,6 @@ class Kept:
 
 def _global(parts: Any, mx: Any, axes: Any):
     """Per-device ``(max, sum)`` chunks rescaled to the global max ``mx`` and summed."""
-    import jax
-    import jax.numpy as jnp
-
     lmx, ls = parts[0].reshape(-1), parts[1].reshape(-1)
     safe = jnp.where(jnp.isfinite(mx), mx, 0.0)
     return mx, jax.lax.psum(ls * jnp.exp(lmx - safe), axes)
@@ -160,9 +146,6 @@ def _global(parts: Any, mx: Any, axes: Any):
 def _rescue(s: Any, shift: Any, two_pass: Any) -> Any:
     """``log s - shift``, or the two-pass log-sum-exp when a sum over- or underflowed (a
     first iteration from a cold start, or an iterate far from the marginals)."""
-    import jax
-    import jax.numpy as jnp
-
     fin = jnp.finfo(s.dtype)
     bad = jnp.any((s < fin.tiny / fin.eps) & jnp.isfinite(shift)) | jnp.any(~jnp.isfinite(s))
     # Where the shift is -inf (zero weight, padding) any finite value does: the update adds
@@ -181,30 +164,13 @@ class Ring:
     cols_in = cols_out = staticmethod(lambda v: v)
 
     def col_total(self, v: Any) -> Any:
-        import jax
-        import jax.numpy as jnp
-
         return jax.lax.psum(jnp.sum(v), self.axes)
-
-    def _chunks(self, pts: Any, pot: Any):
-        """``pts`` and ``pot`` cut into ``(count, chunk, ...)``, padded with potential -inf."""
-        import jax.numpy as jnp
-
-        c = min(self.cfg.chunk, pts.shape[0])
-        count = -(-pts.shape[0] // c)
-        pad = count * c - pts.shape[0]
-        if pad:
-            pts = jnp.concatenate([pts, jnp.zeros((pad, pts.shape[1]), pts.dtype)])
-            pot = jnp.concatenate([pot, jnp.full((pad,), -jnp.inf, pot.dtype)])
-        return pts.reshape(count, c, -1), pot.reshape(count, c)
 
     def _sweep(self, loc: Any, rem: Any, pot: Any, acc: Any, step: Any):
         """Fold ``step(acc, K_chunk, pot_chunk)`` over every block of the other cloud, the
         blocks passed device to device (P - 1 ``ppermute`` of one block each)."""
-        import jax
-
         cfg = self.cfg
-        pts, pot = self._chunks(rem, pot)
+        pts, pot = _chunked(rem, pot, cfg.chunk)
         perm = [(i, (i + 1) % self.P) for i in range(self.P)]
 
         def visit(acc, chunk):
@@ -220,8 +186,6 @@ class Ring:
         return jax.lax.scan(visit, acc, (pts, pot))[0]
 
     def _lse(self, loc: Any, rem: Any, pot: Any) -> Any:
-        import jax.numpy as jnp
-
         eps = self.eps
         start = (jnp.full(loc.shape[:1], -jnp.inf, loc.dtype), jnp.zeros(loc.shape[:1], loc.dtype))
         acc = self._sweep(loc, rem, pot, start,
@@ -235,9 +199,6 @@ class Ring:
         return self._lse(self.xl, self.yl, g)
 
     def row_stats(self, f: Any, g: Any):
-        import jax
-        import jax.numpy as jnp
-
         eps = self.eps
 
         def step(acc, K, p):

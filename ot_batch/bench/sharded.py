@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import report
+from .timing import measure
 
 FIXED = {"fixed_50000_3072": 50_000, "fixed_100000_3072": 100_000}
 GRID = {"grid_20000": 20_000, "grid_50000": 50_000, "grid_100000": 100_000}
@@ -38,13 +39,9 @@ def _ms(seconds: float) -> str:
 
 
 def _timed(fn, repeats: int) -> tuple[float, Any]:
-    out = fn()  # compile / autotune
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), out
+    """Median seconds of ``repeats`` calls after one untimed (compile / autotune) call."""
+    timing, out = measure(fn, repeats=repeats, warmup=fn)
+    return timing.median, out
 
 
 def _brief(exc: BaseException) -> str:
