@@ -13,6 +13,7 @@ from . import _numpy_like
 name = "cupy"
 logsumexp = partial(_numpy_like.logsumexp, cupy)
 take, put = _numpy_like.take, _numpy_like.put
+implicit_attach = _numpy_like.implicit_attach
 
 
 def stop_gradient(x: Any):

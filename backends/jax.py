@@ -101,3 +101,53 @@ def iterate(step, error, data, state, *, max_iter, check_every, tol, differentia
         carry = lax.while_loop(cond, body, carry)
     cur, n_iter, conv, err, _ = carry
     return cur, n_iter, conv, err
+
+
+def _ext():
+    import sys
+    return sys.modules[__name__]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
+def _implicit_fwd_mode(C, a, b, f, g, spec):
+    return f, g
+
+
+@_implicit_fwd_mode.defjvp
+def _implicit_jvp(spec, primals, tangents):
+    from ot_batch.solvers import implicit
+
+    C, a, b, f, g = primals
+    dC, da, db, _, _ = tangents
+    return (f, g), implicit.tangent(jnp, _ext(), spec, C, a, b, f, g, dC, da, db)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _implicit(C, a, b, f, g, spec):
+    return _implicit_fwd_mode(C, a, b, f, g, spec)
+
+
+def _implicit_vjp_fwd(C, a, b, f, g, spec):
+    # the custom_jvp inside gives the outputs their implicit tangents when an outer
+    # forward-mode pass (jax.hessian = jacfwd(jacrev)) runs through this forward
+    out = _implicit_fwd_mode(C, a, b, f, g, spec)
+    return out, (C, a, b) + out
+
+
+def _implicit_vjp_bwd(spec, res, ct):
+    from ot_batch.solvers import implicit
+
+    C, a, b, f, g = res
+    gC, ga, gb = implicit.cotangent(jnp, _ext(), spec, C, a, b, f, g, *ct)
+    return gC, ga, gb, jnp.zeros_like(f), jnp.zeros_like(g)
+
+
+_implicit.defvjp(_implicit_vjp_fwd, _implicit_vjp_bwd)
+
+
+def implicit_attach(spec: Any, C: Any, a: Any, b: Any, f: Any, g: Any):
+    """``(f, g)``, solutions of the problems ``(C, a, b)`` (a hashable ``spec``), carrying the
+    derivatives of the implicit function theorem in C, a and b: a ``custom_vjp`` for reverse
+    mode whose forward pass carries a ``custom_jvp``, so ``jax.grad``, ``jax.hessian`` and
+    ``jax.jacrev(jax.jacrev(...))`` all work."""
+    return _implicit(C, a, b, lax.stop_gradient(f), lax.stop_gradient(g), spec)

@@ -12,6 +12,7 @@ from . import _numpy_like
 name = "numpy"
 logsumexp = partial(_numpy_like.logsumexp, np)
 take, put = _numpy_like.take, _numpy_like.put
+implicit_attach = _numpy_like.implicit_attach
 
 
 def stop_gradient(x: Any):

@@ -52,3 +52,49 @@ def iterate(step, error, data, state, *, max_iter, check_every, tol, differentia
     return _eager.iterate(step, error, data, state, xp=xp, take=take, put=put,
                           to_numpy=to_numpy, max_iter=max_iter, check_every=check_every,
                           tol=tol, verbose=verbose, start=start)
+
+
+class _Implicit(torch.autograd.Function):
+    """``(f, g)`` returned as they are, with the derivatives of the solution map of the OT
+    problem ``(C, a, b)`` (:mod:`ot_batch.solvers.implicit`): ``backward`` for reverse mode,
+    ``jvp`` for forward mode (``torch.func.jacfwd``, ``torch.func.hessian``). Both are torch
+    code that autograd differentiates again, so derivatives of any order work."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(C, a, b, f, g, spec):
+        return f.clone(), g.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        C, a, b, _, _, spec = inputs
+        ctx.spec = spec
+        ctx.save_for_backward(C, a, b, *output)
+        ctx.save_for_forward(C, a, b, *output)
+
+    @staticmethod
+    def backward(ctx, vf, vg):
+        from ot_batch.solvers import implicit
+
+        C, a, b, f, g = ctx.saved_tensors
+        gC, ga, gb = implicit.cotangent(xp, _this(), ctx.spec, C, a, b, f, g, vf, vg)
+        return gC, ga, gb, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dC, da, db, df, dg, _):
+        from ot_batch.solvers import implicit
+
+        C, a, b, f, g = ctx.saved_tensors
+        return implicit.tangent(xp, _this(), ctx.spec, C, a, b, f, g, dC, da, db)
+
+
+def _this():
+    import sys
+    return sys.modules[__name__]
+
+
+def implicit_attach(spec: Any, C: Any, a: Any, b: Any, f: Any, g: Any):
+    """``(f, g)``, solutions of the problems ``(C, a, b)`` (:class:`Spec` ``spec``), carrying
+    the derivatives of the implicit function theorem in C, a and b."""
+    return _Implicit.apply(C, a, b, f.detach(), g.detach(), spec)

@@ -7,7 +7,8 @@ convergence (``res.log["n_iter"]``, ``res.log["converged"]``).
 from .bregman import (bregman_log_projection_batch, bregman_projection_batch,
                       proximal_bregman_log_plan_batch)
 from .distances import dist_batch
-from .divergence import SamplesLoss, sinkhorn_divergence_batch
+from .divergence import sinkhorn_divergence_batch
+from .geomloss import SamplesLoss, samples_loss_batch
 from .linear import (entropy_batch, loss_linear_batch, loss_linear_samples_batch, solve_batch,
                      solve_sample_batch)
 from .quadratic import (loss_quadratic_batch, loss_quadratic_samples_batch, pad_batch,
@@ -33,6 +34,7 @@ __all__ = [
     "proximal_bregman_log_plan_batch",
     "solve_batch",
     "solve_gromov_batch",
+    "samples_loss_batch",
     "sinkhorn_divergence_batch",
     "solve_sample_batch",
     "tensor_batch",

@@ -19,7 +19,7 @@ from .backends import namespace
 
 METHODS = ("auto", "proximal", "log_sinkhorn", "sinkhorn")
 REG_TYPES = ("entropy", "kl")
-GRADS = ("detach", "autodiff", "last_step", "envelope")
+GRADS = ("detach", "autodiff", "last_step", "envelope", "implicit")
 METRICS = ("sqeuclidean", "euclidean", "minkowski", "kl", "negdot")
 
 
@@ -191,6 +191,11 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
     if method in ("sinkhorn", "log_sinkhorn") and reg is None:
         raise ValueError(f"method={method!r} needs reg > 0; use reg=None with method='proximal'"
                          " for exact OT")
+    if grad == "implicit" and method not in ("sinkhorn", "log_sinkhorn"):
+        raise ValueError(f"grad='implicit' needs a Sinkhorn method (reg > 0), got "
+                         f"method={method!r}")
+    if grad == "implicit" and _traced(ext, reg):
+        raise ValueError("grad='implicit' needs reg as a Python number, not a traced array")
     unb = unbalanced_pair(unbalanced)
     if unb is not None and method == "proximal":
         raise ValueError("unbalanced= needs entropic regularisation (reg > 0)")

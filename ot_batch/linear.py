@@ -1,6 +1,7 @@
 """Batched linear OT, POT's ``ot.batch`` API: ``solve_batch``, ``solve_sample_batch``, losses."""
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from typing import Any
 
@@ -11,7 +12,7 @@ from .backends import pick, register
 from .backends import triton as _triton
 from .distances import dist_batch
 from .result import LazyPlan, OTResult, status_of
-from .solvers import proximal, sinkhorn, sinkhorn_log, sinkhorn_stabilized
+from .solvers import implicit, proximal, sinkhorn, sinkhorn_log, sinkhorn_stabilized
 from .solvers._sinkhorn_parts import safe_log
 
 __all__ = ["solve_batch", "solve_sample_batch", "loss_linear_batch", "loss_linear_samples_batch",
@@ -139,6 +140,8 @@ def _values(pb: _validate.LinearProblem, out):
     is Danskin's, ``plan`` for M and the dual potentials for a and b (balanced), or the
     derivative of the marginal penalties (unbalanced).
     """
+    if pb.grad == "implicit":
+        return _implicit_values(pb, out)
     xp, ext = pb.xp, pb.ext
     M, a, b, reg = pb.M, pb.a, pb.b, pb.reg
     T = out.plan
@@ -164,6 +167,46 @@ def _values(pb: _validate.LinearProblem, out):
                 value = value + tau * _kl_generalized(xp, marg, w, (1,))
     value = _envelope_weights(pb, value, out.dual)
     return value, value_linear, out.plan if pb.grad != "detach" else ext.stop_gradient(out.plan)
+
+
+def implicit_spec(reg: float, unbalanced: Any, reg_type: str) -> implicit.Spec:
+    """The :class:`~ot_batch.solvers.implicit.Spec` of ``solve_batch``'s problems: POT's
+    ``unbalanced`` (inf: exact marginal) and the entropy's reference measure."""
+    rho = (None, None) if unbalanced is None else tuple(
+        None if math.isinf(t) else float(t) for t in unbalanced)
+    ref = "entropy" if unbalanced is not None and reg_type == "entropy" else "kl"
+    return implicit.Spec(float(reg), rho, ref)
+
+
+def _implicit_values(pb: _validate.LinearProblem, out):
+    """``(value, value_linear, plan)`` from potentials that carry the derivatives of the
+    implicit function theorem (:mod:`ot_batch.solvers.implicit`). The value is the dual
+    objective, stationary in the potentials, equal to POT's objective at the solution."""
+    xp, ext = pb.xp, pb.ext
+    M, a, b, reg = pb.M, pb.a, pb.b, pb.reg
+    spec = implicit_spec(reg, pb.unbalanced, pb.reg_type)
+    f, g = (ext.stop_gradient(d) for d in out.dual)
+    if spec.balanced:  # the solver's kernel -M / reg has no log a + log b: shift to "kl"
+        f = f - reg * safe_log(xp, ext.stop_gradient(a))
+        g = g - reg * safe_log(xp, ext.stop_gradient(b))
+    if spec.ref == "kl":
+        f, g = implicit.fill_empty(xp, ext, spec, ext.stop_gradient(M), ext.stop_gradient(a),
+                                   ext.stop_gradient(b), f, g)
+    f, g = ext.implicit_attach(spec, M, a, b, f, g)
+    _, T = implicit.kernel(xp, spec, M, a, b, f, g)
+    value_linear = xp.sum(T * M, axis=(1, 2))
+    n, m = a.shape[1], b.shape[1]
+    if spec.balanced:  # at the solution <P, 1> = sum a: the value is <a, f> + <b, g>
+        total = xp.sum(a, axis=1)
+    elif spec.ref == "kl":
+        total = xp.sum(a, axis=1) * xp.sum(b, axis=1)
+    else:
+        total = float(n * m)
+    value = implicit.dual_value(xp, spec, M, a, b, f, g, total)
+    if spec.balanced and pb.reg_type == "entropy":  # sum T log T = KL(T | a b^T) + ...
+        value = value + reg * (xp.sum(_xlogy_ratio(xp, a), axis=1)
+                               + xp.sum(_xlogy_ratio(xp, b), axis=1))
+    return value, value_linear, T
 
 
 def _envelope_weights(pb: _validate.LinearProblem, value: Any, dual: Any):

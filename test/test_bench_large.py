@@ -165,7 +165,7 @@ def test_failing_and_absent_engines_are_skipped(tmp_path, monkeypatch):
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
-    monkeypatch.setattr(ot_batch, "sinkhorn_divergence_batch", boom)
+    monkeypatch.setattr(ot_batch, "samples_loss_batch", boom)
     monkeypatch.setattr(LARGE_ENGINES["ott_dense"], "available", lambda: "ott is not installed")
     rc, text = _main(["large", "--quick", "--workloads", "fixed_10000_3", "--engines",
                       "ot_batch_online,ott_dense,geomloss_tensorized", "--repeats", "1",

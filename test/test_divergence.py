@@ -1,4 +1,4 @@
-"""Sinkhorn divergences (``SamplesLoss``, ``sinkhorn_divergence_batch``) against GeomLoss's
+"""Sinkhorn divergences (``SamplesLoss``, ``samples_loss_batch``) against GeomLoss's
 tensorized ``SamplesLoss`` and POT, on every backend."""
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_entropic_ot_matches_pot():
     ot = pytest.importorskip("ot")
     x, y, a, b = _clouds(B=2, N=20, M=25)
     eps = 0.05
-    ours = ot_batch.sinkhorn_divergence_batch(x, y, a, b, blur=eps ** 0.5, scaling=0.998,
+    ours = ot_batch.samples_loss_batch(x, y, a, b, blur=eps ** 0.5, scaling=0.998,
                                               debias=False)
     ref = [ot.solve(ot.dist(x[i], y[i]) / 2, a[i], b[i], reg=eps, reg_type="KL",
                     max_iter=100000, tol=1e-13).value for i in range(2)]
@@ -92,28 +92,28 @@ def test_entropic_ot_matches_pot():
 
 def test_every_backend_loop_vs_batch(bk):
     x, y, a, b = _clouds()
-    batch = bk.to_numpy(ot_batch.sinkhorn_divergence_batch(
+    batch = bk.to_numpy(ot_batch.samples_loss_batch(
         bk.asarray(x), bk.asarray(y), bk.asarray(a), bk.asarray(b), reach=0.5,
         diameter=np.sqrt(2)))
     for i in range(3):
-        alone = bk.to_numpy(ot_batch.sinkhorn_divergence_batch(
+        alone = bk.to_numpy(ot_batch.samples_loss_batch(
             bk.asarray(x[i:i + 1]), bk.asarray(y[i:i + 1]), bk.asarray(a[i:i + 1]),
             bk.asarray(b[i:i + 1]), reach=0.5, diameter=np.sqrt(2)))
         assert _rel(alone, batch[i:i + 1]) < 1e-10
-    same = bk.to_numpy(ot_batch.sinkhorn_divergence_batch(bk.asarray(x), bk.asarray(x)))
+    same = bk.to_numpy(ot_batch.samples_loss_batch(bk.asarray(x), bk.asarray(x)))
     assert np.abs(same).max() < 1e-10  # debiased: S(a, a) = 0
 
 
 def test_bad_arguments():
     x = np.random.default_rng(0).random((2, 5, 2))
     with pytest.raises(ValueError, match="p must be 1 or 2"):
-        ot_batch.sinkhorn_divergence_batch(x, x, p=3)
+        ot_batch.samples_loss_batch(x, x, p=3)
     with pytest.raises(ValueError, match="scaling"):
-        ot_batch.sinkhorn_divergence_batch(x, x, scaling=1.5)
+        ot_batch.samples_loss_batch(x, x, scaling=1.5)
     with pytest.raises(ValueError, match="reach_x"):
-        ot_batch.sinkhorn_divergence_batch(x, x, reach=-1.0)
+        ot_batch.samples_loss_batch(x, x, reach=-1.0)
     with pytest.raises(ValueError, match="agree"):
-        ot_batch.sinkhorn_divergence_batch(x, x[:1])
+        ot_batch.samples_loss_batch(x, x[:1])
     with pytest.raises(ValueError, match="loss"):
         ot_batch.SamplesLoss("energy")
     with pytest.raises(ValueError, match="backend"):
@@ -130,7 +130,7 @@ def test_tol_converges_each_problem(bk, reach):
     x, y, a, b = _clouds(B=2, N=20, M=25)
     x[1] *= 3.0  # a harder problem, which needs more iterations
     eps = 0.05
-    val, log = ot_batch.sinkhorn_divergence_batch(
+    val, log = ot_batch.samples_loss_batch(
         bk.asarray(x), bk.asarray(y), bk.asarray(a), bk.asarray(b), blur=eps ** 0.5,
         debias=False, reach=reach, cost="sqeuclidean", tol=1e-9, max_iter=5000, log=True)
     assert bk.to_numpy(log["converged"]).all()

@@ -38,7 +38,7 @@ def both(kw, X, Y, a, b, grad=True):
     out = []
     for be in ("tensorized", "online"):
         Xg, Yg, ag = (t.clone().requires_grad_(grad) for t in (X, Y, a))
-        v = ot_batch.sinkhorn_divergence_batch(Xg, Yg, ag, b, backend=be, **kw)
+        v = ot_batch.samples_loss_batch(Xg, Yg, ag, b, backend=be, **kw)
         gs = torch.autograd.grad(v.sum(), (Xg, Yg, ag)) if grad else ()
         out.append((v.detach(), *gs))
     return out
@@ -76,14 +76,14 @@ def test_online_matches_tensorized(kw):
 def test_online_tol_log_and_potentials():
     X, Y, a, b = clouds(seed=1)
     kw = dict(tol=1e-6, check_every=5, precision="tf32x3", log=True, blur=0.3, scaling=0.3)
-    v0, log0 = ot_batch.sinkhorn_divergence_batch(X, Y, a, b, backend="tensorized", **kw)
-    v1, log1 = ot_batch.sinkhorn_divergence_batch(X, Y, a, b, backend="online", **kw)
+    v0, log0 = ot_batch.samples_loss_batch(X, Y, a, b, backend="tensorized", **kw)
+    v1, log1 = ot_batch.samples_loss_batch(X, Y, a, b, backend="online", **kw)
     close(v0, v1, 1e-5)
     assert torch.equal(log0["n_iter"].cpu(), log1["n_iter"].cpu())
     assert bool(log1["converged"].all()) and float(log1["err"].max()) < 1e-6
     kw = dict(potentials=True, scaling=0.3)
-    F0, G0 = ot_batch.sinkhorn_divergence_batch(X, Y, a, b, backend="tensorized", **kw)
-    F1, G1 = ot_batch.sinkhorn_divergence_batch(X, Y, a, b, backend="online",
+    F0, G0 = ot_batch.samples_loss_batch(X, Y, a, b, backend="tensorized", **kw)
+    F1, G1 = ot_batch.samples_loss_batch(X, Y, a, b, backend="online",
                                                 precision="tf32x3", **kw)
     close(F0, F1, 1e-5)
     close(G0, G1, 1e-5)
@@ -109,12 +109,12 @@ def test_batch_equals_loop_and_large_d():
     X, Y, a, b = clouds(B=3, N=17, M=13, D=150, seed=3)
     X, Y = X / 10, Y / 10
     kw = dict(blur=0.1, scaling=0.3, debias=False, diameter=0.5)  # one schedule for all
-    batch = ot_batch.sinkhorn_divergence_batch(X, Y, a, b, backend="online",
+    batch = ot_batch.samples_loss_batch(X, Y, a, b, backend="online",
                                                precision="tf32x3", **kw)
-    loop = torch.cat([ot_batch.sinkhorn_divergence_batch(
+    loop = torch.cat([ot_batch.samples_loss_batch(
         X[i:i + 1], Y[i:i + 1], a[i:i + 1], b[i:i + 1], backend="online",
         precision="tf32x3", **kw) for i in range(3)])
-    ref = ot_batch.sinkhorn_divergence_batch(X, Y, a, b, backend="tensorized", **kw)
+    ref = ot_batch.samples_loss_batch(X, Y, a, b, backend="tensorized", **kw)
     close(ref, batch, 1e-5)
     close(batch, loop, 1e-6)
 
@@ -128,7 +128,7 @@ def test_tf32_is_the_exact_loss_of_rounded_points():
     (v0, gx0, _, _), (v1, gx1, _, _) = both(dict(precision="tf32", **kw), X, Y, a, b)
     P = torch.cat([X, Y], 1)
     R = round_tf32((P - P.mean(1, keepdim=True)).float()).double()
-    v_round = ot_batch.sinkhorn_divergence_batch(R[:, :X.shape[1]], R[:, X.shape[1]:], a, b,
+    v_round = ot_batch.samples_loss_batch(R[:, :X.shape[1]], R[:, X.shape[1]:], a, b,
                                                  backend="tensorized", **kw)
     close(v_round, v1, 1e-6)
     close(v0, v1, 1e-4)
@@ -138,7 +138,7 @@ def test_tf32_is_the_exact_loss_of_rounded_points():
 def test_inputs_untouched_and_dtype():
     X, Y, a, b = clouds(dtype=torch.float32)
     copies = [t.clone() for t in (X, Y, a, b)]
-    v = ot_batch.sinkhorn_divergence_batch(X, Y, a, b, backend="online", debias=False,
+    v = ot_batch.samples_loss_batch(X, Y, a, b, backend="online", debias=False,
                                            scaling=0.3)
     assert v.dtype == torch.float32 and v.shape == (2,)
     for t, c in zip((X, Y, a, b), copies):
@@ -148,24 +148,24 @@ def test_inputs_untouched_and_dtype():
 def test_bad_input():
     X, Y, a, b = clouds()
     with pytest.raises(ValueError, match="p=2"):
-        ot_batch.sinkhorn_divergence_batch(X, Y, p=1, backend="online")
+        ot_batch.samples_loss_batch(X, Y, p=1, backend="online")
     with pytest.raises(ValueError, match="precision"):
-        ot_batch.sinkhorn_divergence_batch(X, Y, backend="online", precision="fp8")
+        ot_batch.samples_loss_batch(X, Y, backend="online", precision="fp8")
     with pytest.raises(ValueError, match="torch"):
-        ot_batch.sinkhorn_divergence_batch(X.cpu().numpy(), Y.cpu().numpy(), backend="online")
+        ot_batch.samples_loss_batch(X.cpu().numpy(), Y.cpu().numpy(), backend="online")
     with pytest.raises(ValueError, match="eps_list"):
-        ot_batch.sinkhorn_divergence_batch(X, Y, eps_list=[0.1, -1.0], backend="online")
+        ot_batch.samples_loss_batch(X, Y, eps_list=[0.1, -1.0], backend="online")
     with pytest.raises(ValueError, match="backend"):
         ot_batch.SamplesLoss(backend="keops")
     with pytest.raises(ValueError, match="grad"):
-        ot_batch.sinkhorn_divergence_batch(X, Y, grad="unrolled")
+        ot_batch.samples_loss_batch(X, Y, grad="unrolled")
     with pytest.raises(ValueError, match="autodiff"):
-        ot_batch.sinkhorn_divergence_batch(X, Y, grad="autodiff", backend="online")
+        ot_batch.samples_loss_batch(X, Y, grad="autodiff", backend="online")
 
 
 def test_auto_picks_online_only_on_cuda():
     X, Y, a, b = clouds(device="cpu")
-    from ot_batch.divergence import _backend
+    from ot_batch.geomloss import _backend
     assert _backend("auto", X, 2, "tf32") == "tensorized"
     assert _backend("auto", X.numpy(), 2, "tf32") == "tensorized"
     if CUDA:
@@ -180,7 +180,7 @@ def test_auto_picks_online_only_on_cuda():
 def test_unbalanced_second_derivative_is_refused():
     X, Y, a, b = clouds(B=1)
     Xg = X.clone().requires_grad_()
-    v = ot_batch.sinkhorn_divergence_batch(Xg, Y, a, b, reach=0.5, backend="online",
+    v = ot_batch.samples_loss_batch(Xg, Y, a, b, reach=0.5, backend="online",
                                            debias=False, scaling=0.3)
     with pytest.raises(RuntimeError, match="balanced"):
         (g,) = torch.autograd.grad(v.sum(), Xg, create_graph=True)
@@ -195,10 +195,10 @@ def test_gpu_full_sizes(n, d):
     X, Y, a, b = clouds(B=1, N=n, M=n - 100, D=d, seed=5, dtype=torch.float32)
     if d > 3:
         X, Y = X / np.sqrt(d), Y / np.sqrt(d)
-    ref = ot_batch.sinkhorn_divergence_batch(X.double(), Y.double(), a.double(), b.double(),
+    ref = ot_batch.samples_loss_batch(X.double(), Y.double(), a.double(), b.double(),
                                              backend="tensorized")
     for prec, rtol in (("tf32x3", 1e-5), ("tf32", 1e-4)):
-        got = ot_batch.sinkhorn_divergence_batch(X, Y, a, b, backend="online", precision=prec)
+        got = ot_batch.samples_loss_batch(X, Y, a, b, backend="online", precision=prec)
         close(ref, got, rtol)
     geomloss = pytest.importorskip("geomloss")
     gl = geomloss.SamplesLoss("sinkhorn", p=2, blur=0.05, backend="tensorized")(
@@ -243,20 +243,20 @@ def test_hessian_vector_product_by_implicit_differentiation(debias):
 
     def grad(Z):
         Zg = Z.clone().requires_grad_()
-        v = ot_batch.sinkhorn_divergence_batch(Zg, Y, a, b, backend="tensorized",
+        v = ot_batch.samples_loss_batch(Zg, Y, a, b, backend="tensorized",
                                                **dict(kw, tol=1e-11))
         return torch.autograd.grad(v.sum(), Zg)[0]
 
     h = 1e-4
     fd = (grad(X + h * V) - grad(X - h * V)) / (2 * h)
     Xg = X.clone().requires_grad_()
-    v = ot_batch.sinkhorn_divergence_batch(Xg, Y, a, b, backend="online",
+    v = ot_batch.samples_loss_batch(Xg, Y, a, b, backend="online",
                                            precision="tf32x3", **kw)
     (g,) = torch.autograd.grad(v.sum(), Xg, create_graph=True)
     (hv,) = torch.autograd.grad((g * V).sum(), Xg)
     close(fd, hv, 1e-3)
     Xu = X.clone().requires_grad_()
-    vu = ot_batch.sinkhorn_divergence_batch(Xu, Y, a, b, backend="tensorized", grad="autodiff",
+    vu = ot_batch.samples_loss_batch(Xu, Y, a, b, backend="tensorized", grad="autodiff",
                                             **dict(kw, tol=1e-11))
     (gu,) = torch.autograd.grad(vu.sum(), Xu, create_graph=True)
     (hu,) = torch.autograd.grad((gu * V).sum(), Xu)
@@ -272,7 +272,7 @@ def test_unrolled_gradients_match_envelope():
     out = []
     for grad in ("envelope", "autodiff"):
         Xg, Yg, ag = (t.clone().requires_grad_() for t in (X, Y, a))
-        v = ot_batch.sinkhorn_divergence_batch(Xg, Yg, ag, b, grad=grad, **kw)
+        v = ot_batch.samples_loss_batch(Xg, Yg, ag, b, grad=grad, **kw)
         out.append([v, *torch.autograd.grad(v.sum(), (Xg, Yg, ag))])
     for e, u in zip(*out):
         close(u, e, 1e-7)

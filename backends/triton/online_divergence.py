@@ -1,4 +1,4 @@
-"""``backend="online"`` of :func:`ot_batch.sinkhorn_divergence_batch`: the streaming loop
+"""``backend="online"`` of :func:`ot_batch.samples_loss_batch`: the streaming loop
 (:mod:`.online_solve`), its envelope gradients and, for balanced losses, the implicit
 Hessian-vector products, assembled into the dense path's formulas."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ def sinkhorn_divergence(X, Y, a, b, *, eps_list: Sequence[float],
                         potentials: bool, tol: Optional[float], max_iter: int,
                         check_every: int, precision: str = "tf32x3"):
     """Values (B,) or potentials ``(F, G)``, and the ``tol`` log; see
-    :func:`ot_batch.sinkhorn_divergence_batch`."""
+    :func:`ot_batch.samples_loss_batch`."""
     xp, ext = namespace(X=X)
     cl = online_solve.Clouds.of(X, Y, a, b, c, precision)
     balanced = rho[0] is None and rho[1] is None

@@ -4,7 +4,7 @@ Each engine solves a :class:`~ot_batch.bench.large_workloads.LargeProblem` by it
 (see :mod:`ot_batch.bench.large_workloads`):
 
 ``ot_batch_online``
-    Fixed: ``ot_batch.sinkhorn_divergence_batch(x[None], y[None], a[None], b[None], p=2,
+    Fixed: ``ot_batch.samples_loss_batch(x[None], y[None], a[None], b[None], p=2,
     cost="sqeuclidean", eps_list=[0.1] * 10, debias=False, backend="online",
     precision="tf32")``; end to end: ``ot_batch.SamplesLoss("sinkhorn", p=2, blur=0.05,
     scaling=0.5, debias=True, backend="online")(a, x, b, y)``. Without CUDA the online
@@ -250,7 +250,7 @@ class LargeEngine(Engine):
 
 class OtBatchOnline(LargeEngine):
     name = "ot_batch_online"
-    description = ("ot_batch.sinkhorn_divergence_batch(..., eps_list=[0.1] * 10, debias=False, "
+    description = ("ot_batch.samples_loss_batch(..., eps_list=[0.1] * 10, debias=False, "
                    "cost='sqeuclidean', backend='online', precision='tf32') (fixed; GeomLoss's "
                    "loop, which ends with its last extrapolation: one more update than "
                    "FlashSinkhorn's protocol); ot_batch.SamplesLoss('sinkhorn', p=2, blur, "
@@ -282,7 +282,7 @@ class OtBatchOnline(LargeEngine):
             eps_list = [wl.reg] * wl.max_iter
 
             def fn():
-                return ot_batch.sinkhorn_divergence_batch(
+                return ot_batch.samples_loss_batch(
                     X, Y, A, B, p=2, cost="sqeuclidean", eps_list=eps_list, debias=False,
                     backend=backend, precision=self.precision)
             return Prepared(pb, fn, _scalar, FIXED, note)
