@@ -29,9 +29,19 @@ def put(x: Any, idx: Any, rows: Any):
     return torch.index_copy(x, 0, idx, rows)
 
 
+def _plain(x: Any):
+    """The value under torch.func's wrappers (grad / jvp levels of ``torch.func.hessian``),
+    whose host copies fail; the solvers only read back values that carry no derivative."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(x):
+        x = functorch.get_unwrapped(x)
+    return x
+
+
 def to_numpy(x: Any) -> np.ndarray:
-    x = x.detach().cpu()
-    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # NumPy has no bfloat16
+    with torch._C._DisableFuncTorch():  # or the copy would be wrapped again
+        x = _plain(x).detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # no bfloat16 in NumPy
 
 
 def compile(fn):

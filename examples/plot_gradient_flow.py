@@ -52,10 +52,11 @@ TOL = 1e-4  # marginal error (L2 for the OT cost, L1 for the divergence) that st
 # :math:`C_{ij} = |x_i - y_j|^2`: ``solve_sample_batch`` with ``reg_type="kl"``. That takes
 # one ``reg`` for the whole batch; since :math:`\mathrm{OT}_\varepsilon(C) = \varepsilon\,
 # \mathrm{OT}_1(C / \varepsilon)`, dividing each problem's points by
-# :math:`\sqrt{\varepsilon}` gives every problem its own epsilon in one call. GeomLoss's cost
-# is :math:`|x - y|^2 / 2` with :math:`\varepsilon = \text{blur}^2`; ``cost="sqeuclidean"``
-# and ``blur = sqrt(eps)`` give OTT-JAX's. Both return (B,) values whose gradients reach the
-# points through autograd (envelope theorem: no backpropagation through the iterations).
+# :math:`\sqrt{\varepsilon}` gives every problem its own epsilon in one call.
+# ``sinkhorn_divergence_batch`` takes POT's arguments (``reg``, the cost
+# :math:`|x - y|^2`) and computes OTT-JAX's divergence. Both return (B,) values whose
+# gradients reach the points through autograd (envelope theorem: no backpropagation through
+# the iterations).
 def ot_cost(x, y, eps, init=None):
     """OT costs of x (B, n, 2) and y (B, m, 2), an epsilon per problem (B,); potentials."""
     s = eps.sqrt()[:, None, None]
@@ -65,8 +66,10 @@ def ot_cost(x, y, eps, init=None):
     return eps * res.value, tuple(f.detach() for f in res.potentials)
 
 
-def sinkhorn_div(x, y, eps):  # GeomLoss's epsilon is blur ** p
-    return ot_batch.sinkhorn_divergence_batch(x, y, blur=eps ** 0.5, cost="sqeuclidean", tol=TOL)
+def sinkhorn_div(x, y, eps):  # POT's arguments, OTT-JAX's definition
+    res = ot_batch.sinkhorn_divergence_batch(x, y, eps, tol=TOL)
+    assert bool(res.log["converged"].all())
+    return res.value
 
 
 # Check that S = OT(x, y) - OT(x, x) / 2 - OT(y, y) / 2 on the first step, with gradients.

@@ -25,13 +25,15 @@ __all__ = ["sinkhorn_divergence_batch"]
 DIV_GRADS = ("envelope", "autodiff", "implicit", "detach")
 
 
-def _schedule(xp: Any, ext: Any, C: Any, reg: float, factor: float = 0.25) -> list[float]:
+def _schedule(xp: Any, ext: Any, X_a: Any, X_b: Any, metric: str, p: float, reg: float,
+              factor: float = 0.25) -> list[float]:
     """Temperatures from the largest cost down to ``reg`` by ``factor`` (GeomLoss's
     epsilon-scaling with ``scaling=0.5`` at p = 2): a warm start that the iterations at
     ``reg`` then finish."""
-    if ext.is_tracer(C):  # under jax.jit / jax.hessian the costs are unknown: no warm start
+    if ext.is_tracer(X_a) or ext.is_tracer(X_b):  # under jax.jit: no host read, no warm start
         return [reg]
-    top = float(ext.to_numpy(xp.max(ext.stop_gradient(C))))
+    C = dist_batch(ext.stop_gradient(X_a), ext.stop_gradient(X_b), metric=metric, p=p)
+    top = float(ext.to_numpy(xp.max(C)))
     eps, out = top, []
     while eps > reg:
         out.append(eps)
@@ -141,17 +143,30 @@ def sinkhorn_divergence_batch(X_a: Any, X_b: Any, reg: float, a: Any = None, b: 
     rho = (None, None) if unb is None else tuple(None if math.isinf(t) else t for t in unb)
     spec = implicit.Spec(reg, rho, "kl", implicit_solver)
 
+    schedule = _schedule(xp, ext, X_a, X_b, metric, p, reg)
+    value, value_linear, plan, pots, n_iter, converged, err = ext.compile(_divergence_arrays)(
+        X_a, X_b, a, b, static=(xp, ext, spec, metric, p, grad, tuple(schedule), max_iter,
+                                tol, check_every))
+    log = {"n_iter": n_iter, "converged": converged, "err": err, "potentials": pots}
+    return OTResult(potentials=pots[0], value=value, value_linear=value_linear, plan=plan,
+                    log=log, backend=xp, status=status_of(converged, ext.to_numpy))
+
+
+def _divergence_arrays(X_a, X_b, a, b, static):
+    """The three solves and the value, from arrays and hashable options (one ``jax.jit``
+    per shape and set of options under JAX)."""
+    xp, ext, spec, metric, p, grad, schedule, max_iter, tol, check_every = static
+    rho = spec.rho
     C_ab = dist_batch(X_a, X_b, metric=metric, p=p)
     C_aa = dist_batch(X_a, X_a, metric=metric, p=p)
     C_bb = dist_batch(X_b, X_b, metric=metric, p=p)
     if grad == "detach":
-        X_a, X_b, a, b, C_ab, C_aa, C_bb = (ext.stop_gradient(z)
-                                            for z in (X_a, X_b, a, b, C_ab, C_aa, C_bb))
+        a, b, C_ab, C_aa, C_bb = (ext.stop_gradient(z) for z in (a, b, C_ab, C_aa, C_bb))
     unrolled = grad == "autodiff"
     f_aa, g_bb, g_ab, f_ab, log = annealed.potentials(
-        xp, ext, a, b, C_ab, xp.permute_dims(C_ab, (0, 2, 1)), C_aa, C_bb,
-        _schedule(xp, ext, C_ab, reg), rho, tol=tol, max_iter=max_iter,
-        check_every=check_every, grad="autodiff" if unrolled else "envelope")
+        xp, ext, a, b, C_ab, xp.permute_dims(C_ab, (0, 2, 1)), C_aa, C_bb, list(schedule), rho,
+        tol=tol, max_iter=max_iter, check_every=check_every,
+        grad="autodiff" if unrolled else "envelope")
     # the symmetric problems relax both of their marginals like the side they come from
     terms = [(spec, C_ab, a, b, f_ab, g_ab),
              (spec._replace(rho=(rho[0], rho[0])), C_aa, a, a, f_aa, f_aa),
@@ -166,9 +181,7 @@ def sinkhorn_divergence_batch(X_a: Any, X_b: Any, reg: float, a: Any = None, b: 
         values.append(implicit.dual_value(xp, spec_, C, wa, wb, f, g, total))
         pots.append((f, g))
     mass = xp.sum(a, axis=1) - xp.sum(b, axis=1)
-    value = values[0] - 0.5 * (values[1] + values[2]) + 0.5 * reg * mass * mass
+    value = values[0] - 0.5 * (values[1] + values[2]) + 0.5 * spec.eps * mass * mass
     _, plan = implicit.kernel(xp, spec, C_ab, a, b, *pots[0])
-    log = dict(log, potentials=tuple(pots))
-    return OTResult(potentials=pots[0], value=value,
-                    value_linear=xp.sum(plan * C_ab, axis=(1, 2)), plan=plan, log=log,
-                    backend=xp, status=status_of(log["converged"], ext.to_numpy))
+    return (value, xp.sum(plan * C_ab, axis=(1, 2)), plan, tuple(pots), log["n_iter"],
+            log["converged"], log["err"])

@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one problem in d = 3,072 (ANCHORS.md and OTT-JAX's blurred-images "
                         "tutorial): the sharded JAX solver vs OTT-JAX and FlashSinkhorn; see "
                         "python -m ot_batch.bench sharded --help")
+    sub.add_parser("grad", add_help=False,
+                   help="the price of derivatives: OTT-JAX's Sinkhorn divergence Hessians "
+                        "tutorial (implicit vs unrolled, OTT-JAX vs ot_batch on JAX and torch) "
+                        "and gradient / forward time ratios at 10,000 points; see "
+                        "python -m ot_batch.bench grad --help")
     for suite in SUITES.values():
         p = sub.add_parser(suite.name, help=suite.help, description=suite.help)
         p.add_argument("--engines", type=_names, default=list(suite.engines),
@@ -69,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["sharded"]:  # per-iteration times and the epsilon grid's diagonals
         from . import sharded
         return sharded.main(argv[1:])
+    if argv[:1] == ["grad"]:  # Hessians and gradient / forward ratios, rows printed as JSON
+        from . import grad
+        return grad.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.suite is None:
