@@ -63,6 +63,8 @@ def check_finite(arg: str, x: Any, xp, ext) -> None:
         return
     axes = tuple(range(1, x.ndim))
     bad = ~xp.all(xp.isfinite(x), axis=axes) if axes else ~xp.isfinite(x)
+    if _traced(ext, bad):  # a constant captured by jax.jit: every op on it is staged
+        return
     if bool(xp.any(bad)):
         raise ValueError(f"{arg} contains NaN or inf (problems {_bad_problems(xp, ext, bad)})")
 
@@ -81,7 +83,7 @@ def weights(arg: str, w: Any, shape: tuple[int, int], like: Any, xp, ext):
     check_finite(arg, w, xp, ext)
     if not _traced(ext, w):
         neg = xp.any(w < 0, axis=1)
-        if bool(xp.any(neg)):
+        if not _traced(ext, neg) and bool(xp.any(neg)):
             raise ValueError(f"{arg} has negative weights (problems {_bad_problems(xp, ext, neg)})")
     return w
 
@@ -94,7 +96,7 @@ def equal_mass(a: Any, b: Any, xp, ext) -> None:
     eps = float(xp.finfo(sa.dtype).eps)  # from the dtype: no device sync
     rtol = max(1e-6, 10 * eps * max(a.shape[1], b.shape[1]))
     bad = xp.abs(sa - sb) > rtol * xp.maximum(xp.abs(sa), xp.abs(sb))
-    if bool(xp.any(bad)):
+    if not _traced(ext, bad) and bool(xp.any(bad)):
         raise ValueError(
             "a and b must have the same total mass in every problem of a balanced solve "
             f"(problems {_bad_problems(xp, ext, bad)} differ); pass unbalanced= to relax it"

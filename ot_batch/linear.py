@@ -392,10 +392,15 @@ def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
         For ``reg=None`` see ``min_step``.
     reg_type : {'entropy', 'kl'}, default 'entropy'
         Regulariser; any case is accepted.
-    grad : {'envelope', 'autodiff', 'last_step', 'detach'}, default 'envelope'
+    grad : {'envelope', 'autodiff', 'implicit', 'last_step', 'detach'}, default 'envelope'
         'envelope': gradients of ``value`` with respect to M, a and b from the solution,
-        no graph through the iterations; 'autodiff': through every iteration; 'last_step':
-        through the last iteration only; 'detach': none.
+        no graph through the iterations; 'autodiff': through every iteration; 'implicit'
+        (Sinkhorn methods): the potentials carry the derivatives of the implicit function
+        theorem on the optimality conditions (a linear solve per derivative, dense or
+        conjugate gradient, :mod:`ot_batch.solvers.implicit`), so ``value`` and ``plan``
+        have exact derivatives of every order (``jax.hessian``, ``torch.func.hessian``,
+        double backward) with no graph through the iterations; 'last_step': through the
+        last iteration only; 'detach': none.
     unbalanced : float or (float, float), optional, keyword-only
         KL relaxation of the marginals (a side, b side; ``inf`` keeps a side exact).
     potentials_init : (array, array), optional, keyword-only

@@ -368,3 +368,32 @@ def test_batch_missing_package_is_skipped(tmp_path, capsys, monkeypatch):
     assert "pot_doc        ott_vmap / ot_batch: not measured (target >= 5x)" in text
     _, rows = _read(tmp_path / "batch.csv")
     assert [r["skipped"] for r in rows] == ["", "ott is not installed"]
+
+
+@needs_torch
+def test_grad_quick_rows(tmp_path, capsys):
+    """``python -m ot_batch.bench grad --quick`` (the ot_batch engines, solve_sample_batch at
+    n = 200, to stay short): every row printed as JSON and written, no errors, positive times."""
+    pytest.importorskip("jax")
+    import json
+
+    rc = main(["grad", "--quick", "--engines", "ot_batch_jax_implicit,ot_batch_torch_implicit",
+               "--funcs", "solve_sample", "--n", "200", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = json.loads((tmp_path / "grad.json").read_text())
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("{")]
+    assert printed == rows
+    hess = [r for r in rows if r["workload"] == "hessian"]
+    gvf = [r for r in rows if r["workload"] == "grad_vs_forward"]
+    assert [(r["engine"], r["wrt"]) for r in hess] == [("ot_batch_jax_implicit", "a"),
+                                                       ("ot_batch_torch_implicit", "a")]
+    assert [(r["lib"], r["func"], r["mode"]) for r in gvf] == [
+        (lib, "solve_sample", mode) for lib in ("torch", "jax")
+        for mode in ("forward", "envelope", "implicit")]
+    for r in rows:
+        assert "error" not in r and "skipped" not in r, r
+        assert r["median_s"] > 0 and r["compile_s"] > 0 and r["repeats"] == 1, r
+    assert hess[1]["diff_ref"] == "ot_batch_jax_implicit" and hess[1]["max_rel_diff"] < 1e-2
+    assert all(r["ratio_vs_forward"] > 0 for r in gvf if r["mode"] != "forward")
+    assert "| ot_batch_torch_implicit | a |" in (tmp_path / "grad.md").read_text()

@@ -264,9 +264,7 @@ def test_divergence_matches_geomloss(rng):
     np.testing.assert_allclose(g_env.numpy(), g_imp.numpy(), atol=1e-9)
 
 
-@pytest.mark.parametrize("bk_name", ["numpy", "torch", "jax"])
-def test_divergence_loop_vs_batch_and_properties(rng, bk_name):
-    bk = Backend(bk_name)
+def test_divergence_loop_vs_batch_and_properties(rng, bk):
     B, n, m = 3, 10, 8
     X, Y = rng.random((B, n, 2)), rng.random((B, m, 2))
     res = ot_batch.sinkhorn_divergence_batch(bk.asarray(X), bk.asarray(Y), 0.1, tol=1e-10)
@@ -356,3 +354,62 @@ def test_bad_arguments(rng):
     before = X.copy()
     ot_batch.sinkhorn_divergence_batch(X, X + 1, 0.1)
     np.testing.assert_array_equal(X, before)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lib", ["torch", "jax"])
+def test_gpu_implicit_full_size(lib):
+    """n = m = 2,000 on the GPU in float64: conjugate-gradient implicit gradients equal the
+    envelope gradients (first order), and a Hessian-vector product (double backward / jvp
+    of grad) equals central differences of the gradient."""
+    n, reg = 2000, 0.05
+    g = np.random.default_rng(1)
+    X, Y = g.random((1, n, 2)), g.random((1, n, 2)) + 0.2
+    d = g.normal(size=X.shape)
+    kw = dict(tol=1e-10, max_iter=5000)
+    if lib == "torch":
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device for torch")
+        Xt, Yt, dt = (torch.tensor(z, device="cuda") for z in (X, Y, d))
+
+        def grad(Xv, mode, create_graph=False):
+            Xv = Xv.clone().requires_grad_(True) if not Xv.requires_grad else Xv
+            v = ot_batch.sinkhorn_divergence_batch(Xv, Yt, reg, grad=mode, **kw).value.sum()
+            return torch.autograd.grad(v, Xv, create_graph=create_graph)[0], Xv
+
+        g_env = grad(Xt, "envelope")[0]
+        g_imp, Xg = grad(Xt.clone().requires_grad_(True), "implicit", create_graph=True)
+        hv = torch.autograd.grad((g_imp * dt).sum(), Xg)[0].cpu().numpy()
+        g_env, g_imp = g_env.cpu().numpy(), g_imp.detach().cpu().numpy()
+        h = 1e-4
+        fd = (grad(Xt + h * dt, "envelope")[0] - grad(Xt - h * dt, "envelope")[0]) / (2 * h)
+        fd = fd.cpu().numpy()
+    else:
+        if not [dv for dv in jax.devices() if dv.platform == "gpu"]:
+            pytest.skip("no GPU device for JAX")
+
+        def loss(Xv, mode):
+            return ot_batch.sinkhorn_divergence_batch(Xv, jnp.asarray(Y), reg, grad=mode,
+                                                      **kw).value.sum()
+
+        Xj, dj = jnp.asarray(X), jnp.asarray(d)
+        g_env = np.asarray(jax.grad(loss)(Xj, "envelope"))
+        g_imp = np.asarray(jax.grad(loss)(Xj, "implicit"))
+        hv = np.asarray(jax.jvp(jax.grad(lambda z: loss(z, "implicit")), (Xj,), (dj,))[1])
+        h = 1e-4
+        fd = (np.asarray(jax.grad(loss)(Xj + h * dj, "envelope"))
+              - np.asarray(jax.grad(loss)(Xj - h * dj, "envelope"))) / (2 * h)
+    np.testing.assert_allclose(g_imp, g_env, atol=1e-7 * np.abs(g_env).max())
+    np.testing.assert_allclose(hv, fd, atol=1e-4 * np.abs(fd).max())
+
+
+def test_jit_with_captured_arrays(rng):
+    """Arrays captured by a jitted function are constants whose checks are staged: they are
+    skipped there, not turned into a TracerBoolConversionError."""
+    X, Y = jnp.asarray(rng.random((2, 5, 2))), jnp.asarray(rng.random((2, 4, 2)))
+    b = jnp.full((2, 4), 0.25)
+
+    def loss(X_):
+        return ot_batch.sinkhorn_divergence_batch(X_, Y, 0.1, b=b, grad="implicit").value
+
+    np.testing.assert_allclose(jax.jit(loss)(X), loss(X), rtol=1e-6)
