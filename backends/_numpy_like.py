@@ -41,3 +41,8 @@ def make_iterate(xp: Any, to_numpy: Any):
 def implicit_attach(spec: Any, C: Any, a: Any, b: Any, f: Any, g: Any):
     """No autodiff in NumPy or CuPy: the potentials as they are."""
     return f, g
+
+
+def linear_solve(matvec: Any, rhs: Any, solve: Any):
+    """``solve(matvec, rhs)`` (see :func:`backends.jax.linear_solve`)."""
+    return solve(matvec, rhs)

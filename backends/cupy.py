@@ -14,6 +14,7 @@ name = "cupy"
 logsumexp = partial(_numpy_like.logsumexp, cupy)
 take, put = _numpy_like.take, _numpy_like.put
 implicit_attach = _numpy_like.implicit_attach
+linear_solve = _numpy_like.linear_solve
 
 
 def stop_gradient(x: Any):

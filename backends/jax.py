@@ -151,3 +151,9 @@ def implicit_attach(spec: Any, C: Any, a: Any, b: Any, f: Any, g: Any):
     mode whose forward pass carries a ``custom_jvp``, so ``jax.grad``, ``jax.hessian`` and
     ``jax.jacrev(jax.jacrev(...))`` all work."""
     return _implicit(C, a, b, lax.stop_gradient(f), lax.stop_gradient(g), spec)
+
+
+def linear_solve(matvec, rhs, solve):
+    """``solve(matvec, rhs)`` for a symmetric ``matvec``, differentiated as a linear solve
+    (``lax.custom_linear_solve``): the solver's own loop is never differentiated."""
+    return lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)

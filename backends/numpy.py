@@ -13,6 +13,7 @@ name = "numpy"
 logsumexp = partial(_numpy_like.logsumexp, np)
 take, put = _numpy_like.take, _numpy_like.put
 implicit_attach = _numpy_like.implicit_attach
+linear_solve = _numpy_like.linear_solve
 
 
 def stop_gradient(x: Any):

@@ -108,3 +108,9 @@ def implicit_attach(spec: Any, C: Any, a: Any, b: Any, f: Any, g: Any):
     """``(f, g)``, solutions of the problems ``(C, a, b)`` (:class:`Spec` ``spec``), carrying
     the derivatives of the implicit function theorem in C, a and b."""
     return _Implicit.apply(C, a, b, f.detach(), g.detach(), spec)
+
+
+def linear_solve(matvec: Any, rhs: Any, solve: Any):
+    """``solve(matvec, rhs)``; autograd follows the solver's loop (see
+    :func:`backends.jax.linear_solve`)."""
+    return solve(matvec, rhs)
