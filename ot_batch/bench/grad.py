@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .timing import measure
+from .timing import measure, time_once
 
 WORKLOADS = ("hessian", "grad_vs_forward")
 HESS_ENGINES = ("ott_implicit", "ott_unrolled", "ot_batch_jax_implicit",
@@ -247,12 +247,13 @@ def _hess_torch(loss, k: int, a, x, repeats: int, budget: float):
     try:
         first_s, H = _first(lambda: func(a, x), sync)
         fn = lambda: func(a, x)  # noqa: E731
-    except Exception as exc:  # noqa: BLE001 - the fallback the brief asks for, and why
-        info = {"api": "torch.autograd.functional.hessian",
-                "func_error": _brief(exc)}
+    except Exception as exc:  # noqa: BLE001 - then the autograd API, and the row says why
+        info = {"api": "torch.autograd.functional.hessian", "func_error": _brief(exc)}
 
         def fn():
-            return torch.autograd.functional.hessian(loss, (a, x))[k][k]
+            if k == 0:
+                return torch.autograd.functional.hessian(lambda z: loss(z, x), a)
+            return torch.autograd.functional.hessian(lambda z: loss(a, z), x)
         first_s, H = _first(fn, sync)
     info["compile_s"] = first_s  # torch has no compile: the first (warm-up) call
     timing, H = measure(fn, repeats=repeats, budget_s=budget, sync=sync)
@@ -260,7 +261,7 @@ def _hess_torch(loss, k: int, a, x, repeats: int, budget: float):
 
 
 def _first(fn, sync):
-    from .timing import time_once
+    """``(seconds, result)`` of the first (warm-up) call."""
     return time_once(fn, sync)
 
 
@@ -425,8 +426,9 @@ def _gvf_jax(func, mode, Xn, Yn, an, bn, reg, args):
     X, Y, a, b = (jax.numpy.asarray(v) for v in (Xn, Yn, an, bn))
     grad = MODES[mode]
 
-    # Y and b are arguments too: closed over, ot_batch's input checks fail under jit (a
-    # concrete array's isfinite is traced there; see check_finite in ot_batch/_validate.py)
+    # Y and b are arguments too, not constants baked into the program (closed over, they
+    # also tripped ot_batch's input checks under jit until _validate.check_finite skipped
+    # staged values)
     def value(X, a, Y, b):
         res = _gvf_call(func, X, Y, a, b, reg, grad, args.tol, args.max_iter)
         log = res.log or {}

@@ -145,8 +145,8 @@ def _project(xp, sysm: _System, rf, rg):
 
 def _apply(xp, sysm: _System, xf, xg):
     """``(J + s n n^T) x`` with the plan as the off-diagonal block."""
-    yf = sysm.df * xf + xp.sum(sysm.P * xg[:, None, :], axis=2)
-    yg = sysm.dg * xg + xp.sum(sysm.P * xf[:, :, None], axis=1)
+    yf = sysm.df * xf + xp.matmul(sysm.P, xg[:, :, None])[:, :, 0]
+    yg = sysm.dg * xg + xp.matmul(xf[:, None, :], sysm.P)[:, 0, :]
     c = sysm.s * _dot(xp, (xf, xg), (sysm.nf, sysm.ng))
     return yf + c[:, None] * sysm.nf, yg + c[:, None] * sysm.ng
 
