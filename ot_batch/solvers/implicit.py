@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import array_api_compat
+
 
 class Spec(NamedTuple):
     """Hashable description of the problems (a static argument under ``jax.jit``)."""
@@ -152,9 +154,9 @@ def _apply(xp, sysm: _System, xf, xg):
 
 
 def _dense(xp, sysm: _System, rf, rg):
-    n = rf.shape[1]
-    Df = sysm.df[:, :, None] * xp.eye(n, dtype=rf.dtype)[None]
-    Dg = sysm.dg[:, :, None] * xp.eye(rg.shape[1], dtype=rf.dtype)[None]
+    n, dev = rf.shape[1], array_api_compat.device(rf)
+    Df = sysm.df[:, :, None] * xp.eye(n, dtype=rf.dtype, device=dev)[None]
+    Dg = sysm.dg[:, :, None] * xp.eye(rg.shape[1], dtype=rf.dtype, device=dev)[None]
     A = xp.concat([xp.concat([Df, sysm.P], axis=2),
                    xp.concat([xp.permute_dims(sysm.P, (0, 2, 1)), Dg], axis=2)], axis=1)
     nvec = xp.concat([sysm.nf, sysm.ng], axis=1)
