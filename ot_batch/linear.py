@@ -55,8 +55,8 @@ def entropy_batch(T: Any, nx: Any = None, eps: float = 1e-16) -> Any:
     Examples
     --------
     >>> import numpy as np, ot_batch
-    >>> float(ot_batch.entropy_batch(np.full((1, 2, 2), 0.25))[0])  # log(4)
-    1.3862943611198904
+    >>> round(float(ot_batch.entropy_batch(np.full((1, 2, 2), 0.25))[0]), 12)  # log(4)
+    1.38629436112
     """
     from .backends import namespace
 
