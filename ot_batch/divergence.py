@@ -166,7 +166,7 @@ def _divergence_arrays(X_a, X_b, a, b, static):
     f_aa, g_bb, g_ab, f_ab, log = annealed.potentials(
         xp, ext, a, b, C_ab, xp.permute_dims(C_ab, (0, 2, 1)), C_aa, C_bb, list(schedule), rho,
         tol=tol, max_iter=max_iter, check_every=check_every,
-        grad="autodiff" if unrolled else "envelope")
+        grad="autodiff" if unrolled else "envelope", alternate=True)
     # the symmetric problems relax both of their marginals like the side they come from
     terms = [(spec, C_ab, a, b, f_ab, g_ab),
              (spec._replace(rho=(rho[0], rho[0])), C_aa, a, a, f_aa, f_aa),

@@ -39,7 +39,7 @@ def _softmin(ext: Any, eps: float, C: Any, h: Any):
 def potentials(xp: Any, ext: Any, a: Any, b: Any, C_xy: Any, C_yx: Any, C_xx: Any,
                C_yy: Any, eps_list: list[float], rho: tuple[float | None, float | None], *,
                tol: float | None = None, max_iter: int = 1000, check_every: int = 10,
-               grad: str = "envelope"):
+               grad: str = "envelope", alternate: bool = False):
     """``(f_aa, g_bb, g_ab, f_ba, log)`` of the annealed loop (the first two None without
     ``C_xx``). ``rho`` is the (a side, b side) marginal strength, None for exact marginals.
 
@@ -79,7 +79,7 @@ def potentials(xp: Any, ext: Any, a: Any, b: Any, C_xy: Any, C_yx: Any, C_xx: An
         f_ba, g_ab, f_aa, g_bb, log = _finish(
             xp, ext, (Cxy, Cyx, Cxx, Cyy, al, bl, sg(a), sg(b)), (f_ba, g_ab, f_aa, g_bb),
             eps, (da, db), rho, tol=tol, max_iter=max_iter, check_every=check_every,
-            differentiable=unrolled)
+            differentiable=unrolled, alternate=alternate)
     # the last update, with the costs attached (both sides from the same old potentials)
     f_new = da * softmin(eps, C_xy, sg(b_log + g_ab / eps))
     g_new = db * softmin(eps, C_yx, sg(a_log + f_ba / eps))
@@ -90,7 +90,7 @@ def potentials(xp: Any, ext: Any, a: Any, b: Any, C_xy: Any, C_yx: Any, C_xx: An
 
 
 def _finish(xp, ext, data, pots, eps, damp, rho, *, tol, max_iter, check_every,
-            differentiable=False):
+            differentiable=False, alternate=False):
     """GeomLoss's symmetric updates at the final temperature until each problem converges.
 
     The error of a problem is the L1 violation of the first marginal by the plan of its
@@ -112,9 +112,12 @@ def _finish(xp, ext, data, pots, eps, damp, rho, *, tol, max_iter, check_every,
         Cxy, Cyx, Cxx, Cyy, al, bl, a, b = d
         f, g = st[0], st[1]
         ft = da * _softmin(ext, eps, Cxy, bl + g / eps)
-        gt = db * _softmin(ext, eps, Cyx, al + f / eps)
         err = err_of(f, ft, a)
-        out = [0.5 * (f + ft), 0.5 * (g + gt)]
+        if alternate:
+            out = [ft, db * _softmin(ext, eps, Cyx, al + ft / eps)]
+        else:
+            gt = db * _softmin(ext, eps, Cyx, al + f / eps)
+            out = [0.5 * (f + ft), 0.5 * (g + gt)]
         if debias:
             faa, gbb = st[2], st[3]
             ft_aa = da * _softmin(ext, eps, Cxx, al + faa / eps)
