@@ -48,6 +48,12 @@ def _traced(ext, *xs) -> bool:
     return any(x is not None and ext.is_tracer(x) for x in xs)
 
 
+def _flagged(xp, ext, mask) -> bool:
+    """Whether any problem is flagged; False for a staged (traced) mask, which has no value
+    yet (inputs traced by jax.jit, or constants it captured: every op on them is staged)."""
+    return not _traced(ext, mask) and bool(xp.any(mask))
+
+
 def _bad_problems(xp, ext, mask) -> list[int]:
     """Indices of the problems flagged by the (B,) boolean ``mask``."""
     return np.nonzero(ext.to_numpy(mask))[0][:10].tolist()
@@ -63,9 +69,7 @@ def check_finite(arg: str, x: Any, xp, ext) -> None:
         return
     axes = tuple(range(1, x.ndim))
     bad = ~xp.all(xp.isfinite(x), axis=axes) if axes else ~xp.isfinite(x)
-    if _traced(ext, bad):  # a constant captured by jax.jit: every op on it is staged
-        return
-    if bool(xp.any(bad)):
+    if _flagged(xp, ext, bad):
         raise ValueError(f"{arg} contains NaN or inf (problems {_bad_problems(xp, ext, bad)})")
 
 
@@ -83,7 +87,7 @@ def weights(arg: str, w: Any, shape: tuple[int, int], like: Any, xp, ext):
     check_finite(arg, w, xp, ext)
     if not _traced(ext, w):
         neg = xp.any(w < 0, axis=1)
-        if not _traced(ext, neg) and bool(xp.any(neg)):
+        if _flagged(xp, ext, neg):
             raise ValueError(f"{arg} has negative weights (problems {_bad_problems(xp, ext, neg)})")
     return w
 
@@ -96,7 +100,7 @@ def equal_mass(a: Any, b: Any, xp, ext) -> None:
     eps = float(xp.finfo(sa.dtype).eps)  # from the dtype: no device sync
     rtol = max(1e-6, 10 * eps * max(a.shape[1], b.shape[1]))
     bad = xp.abs(sa - sb) > rtol * xp.maximum(xp.abs(sa), xp.abs(sb))
-    if not _traced(ext, bad) and bool(xp.any(bad)):
+    if _flagged(xp, ext, bad):
         raise ValueError(
             "a and b must have the same total mass in every problem of a balanced solve "
             f"(problems {_bad_problems(xp, ext, bad)} differ); pass unbalanced= to relax it"

@@ -11,12 +11,12 @@ Each problem is three entropic OT problems on the costs ``C(x, y)``, ``C(x, x)``
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from . import _validate
 from .backends import namespace
 from .distances import dist_batch
+from .geomloss import _diameter
 from .result import OTResult, status_of
 from .solvers import annealed, implicit
 
@@ -32,8 +32,11 @@ def _schedule(xp: Any, ext: Any, X_a: Any, X_b: Any, metric: str, p: float, reg:
     ``reg`` then finish."""
     if ext.is_tracer(X_a) or ext.is_tracer(X_b):  # under jax.jit: no host read, no warm start
         return [reg]
-    C = dist_batch(ext.stop_gradient(X_a), ext.stop_gradient(X_b), metric=metric, p=p)
-    top = float(ext.to_numpy(xp.max(C)))
+    if metric == "sqeuclidean":  # the squared diagonal of the points' box: no cost pass
+        top = _diameter(xp, ext, X_a, X_b) ** 2
+    else:
+        C = dist_batch(ext.stop_gradient(X_a), ext.stop_gradient(X_b), metric=metric, p=p)
+        top = float(ext.to_numpy(xp.max(C)))
     eps, out = top, []
     while eps > reg:
         out.append(eps)
@@ -140,8 +143,7 @@ def sinkhorn_divergence_batch(X_a: Any, X_b: Any, reg: float, a: Any = None, b: 
     b = _validate.weights("b", b, (B, m), X_a, xp, ext)
     if unb is None and B and (a_given or b_given):
         _validate.equal_mass(a, b, xp, ext)
-    rho = (None, None) if unb is None else tuple(None if math.isinf(t) else t for t in unb)
-    spec = implicit.Spec(reg, rho, "kl", implicit_solver)
+    spec = implicit.Spec(reg, implicit.relaxation(unb), "kl", implicit_solver)
 
     schedule = _schedule(xp, ext, X_a, X_b, metric, p, reg)
     value, value_linear, plan, pots, n_iter, converged, err = ext.compile(_divergence_arrays)(

@@ -1,7 +1,6 @@
 """Batched linear OT, POT's ``ot.batch`` API: ``solve_batch``, ``solve_sample_batch``, losses."""
 from __future__ import annotations
 
-import math
 from dataclasses import fields
 from typing import Any
 
@@ -172,10 +171,8 @@ def _values(pb: _validate.LinearProblem, out):
 def implicit_spec(reg: float, unbalanced: Any, reg_type: str) -> implicit.Spec:
     """The :class:`~ot_batch.solvers.implicit.Spec` of ``solve_batch``'s problems: POT's
     ``unbalanced`` (inf: exact marginal) and the entropy's reference measure."""
-    rho = (None, None) if unbalanced is None else tuple(
-        None if math.isinf(t) else float(t) for t in unbalanced)
     ref = "entropy" if unbalanced is not None and reg_type == "entropy" else "kl"
-    return implicit.Spec(float(reg), rho, ref)
+    return implicit.Spec(float(reg), implicit.relaxation(unbalanced), ref)
 
 
 def _implicit_values(pb: _validate.LinearProblem, out):

@@ -25,6 +25,7 @@ first derivatives are exact there, second derivatives hold that potential fixed.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import array_api_compat
@@ -43,6 +44,13 @@ class Spec(NamedTuple):
     @property
     def balanced(self) -> bool:
         return self.rho[0] is None and self.rho[1] is None
+
+
+def relaxation(unbalanced: Any) -> tuple:
+    """``Spec.rho`` from POT's ``unbalanced`` pair (None: balanced; inf: an exact side)."""
+    if unbalanced is None:
+        return (None, None)
+    return tuple(None if math.isinf(t) else float(t) for t in unbalanced)
 
 
 # Largest n + m solved densely under solver="auto": a (B, n + m, n + m) matrix per solve.
