@@ -17,6 +17,10 @@ module here provides under the same names:
     itself for eager libraries.
 ``to_numpy(x)``, ``is_tracer(x)``, ``device_of(x)``
     host copies for checks, "is this a traced value" (JAX under ``jit``), the array's device.
+``from_numpy(x, like)``, ``host_call(fn, arrays, like, out_specs)``
+    a NumPy array brought beside ``like``; a NumPy computation (a compiled host solver) run
+    on host copies of ``arrays``, its outputs brought back (``jax.pure_callback`` under
+    ``jax.jit``).
 
 A fast implementation is registered with :func:`register` for one operation and a predicate on
 its inputs; :func:`pick` returns the first whose predicate accepts, else the generic one.

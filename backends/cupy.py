@@ -8,7 +8,7 @@ import array_api_compat.cupy as xp
 import cupy
 import numpy as np
 
-from . import _numpy_like
+from . import _host, _numpy_like
 
 name = "cupy"
 logsumexp = partial(_numpy_like.logsumexp, cupy)
@@ -23,6 +23,14 @@ def stop_gradient(x: Any):
 
 def to_numpy(x: Any) -> np.ndarray:
     return cupy.asnumpy(x)
+
+
+def from_numpy(x: np.ndarray, like: Any):
+    with like.device:
+        return cupy.asarray(x)
+
+
+host_call = _host.make_host_call(to_numpy, from_numpy)
 
 
 def compile(fn):

@@ -38,6 +38,25 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def from_numpy(x: np.ndarray, like: Any):
+    return jax.device_put(jnp.asarray(x), next(iter(like.devices())))
+
+
+def host_call(fn, arrays, like, out_specs):
+    """Run ``fn`` on NumPy copies of ``arrays``; under ``jax.jit`` through
+    ``jax.pure_callback``, its outputs declared by ``out_specs`` ((shape, dtype) pairs; float64
+    becomes float32 where x64 is off)."""
+    if not any(is_tracer(x) for x in arrays):
+        return tuple(from_numpy(o, like) for o in fn(*[np.asarray(x) for x in arrays]))
+    specs = tuple(jax.ShapeDtypeStruct(s, jax.dtypes.canonicalize_dtype(d))
+                  for s, d in out_specs)
+
+    def call(*xs):
+        return tuple(np.asarray(o, dtype=s.dtype) for o, s in zip(fn(*xs), specs))
+
+    return jax.pure_callback(call, specs, *arrays)
+
+
 @functools.lru_cache(maxsize=None)
 def compile(fn):
     """``fn(*arrays, static=...)`` as one cached ``jax.jit``: a solver's loop is traced and

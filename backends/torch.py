@@ -7,7 +7,7 @@ import array_api_compat.torch as xp
 import numpy as np
 import torch
 
-from . import _eager
+from . import _eager, _host
 
 name = "torch"
 
@@ -42,6 +42,13 @@ def to_numpy(x: Any) -> np.ndarray:
     with torch._C._DisableFuncTorch():  # or the copy would be wrapped again
         x = _plain(x).detach().cpu()
         return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # no bfloat16 in NumPy
+
+
+def from_numpy(x: np.ndarray, like: Any):
+    return torch.from_numpy(x).to(like.device)
+
+
+host_call = _host.make_host_call(to_numpy, from_numpy)
 
 
 def compile(fn):

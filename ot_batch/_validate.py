@@ -17,7 +17,10 @@ import numpy as np
 
 from .backends import namespace
 
-METHODS = ("auto", "proximal", "log_sinkhorn", "sinkhorn")
+EXACT_METHODS = ("network_simplex", "assignment", "gpu")
+METHODS = ("auto", "proximal", "log_sinkhorn", "sinkhorn", *EXACT_METHODS)
+ITERATIVE_MAX_ITER = 1000  # POT ot.batch's default for the Sinkhorn and proximal loops
+EXACT_MAX_ITER = 1_000_000  # ot.solve's default for the network simplex
 REG_TYPES = ("entropy", "kl")
 GRADS = ("detach", "autodiff", "last_step", "envelope", "implicit")
 METRICS = ("sqeuclidean", "euclidean", "minkowski", "kl", "negdot")
@@ -129,10 +132,16 @@ class LinearProblem:
     check_every: int
     verbose: bool
     min_step: float = 0.1
+    n_threads: Any = None
 
     @property
     def shape(self):
         return tuple(self.M.shape)
+
+    @property
+    def exact(self) -> bool:
+        """An exact LP solve (``reg=None`` and not the proximal method)."""
+        return self.method == "exact" or self.method in EXACT_METHODS
 
 
 def unbalanced_pair(unbalanced: Any) -> tuple[float, float] | None:
@@ -155,7 +164,7 @@ def unbalanced_pair(unbalanced: Any) -> tuple[float, float] | None:
 
 def linear_problem(M, reg, a, b, max_iter, tol, method, inner_iter, inner_reg, reg_type, grad,
                    unbalanced=None, potentials_init=None, solver=None, check_every=10,
-                   verbose=False, min_step=0.1, check_M=True) -> LinearProblem:
+                   verbose=False, min_step=0.1, check_M=True, n_threads=None) -> LinearProblem:
     """Check every argument of ``solve_batch`` and return the normalised problem.
 
     ``check_M=False`` leaves the NaN / inf test of ``M`` (a full pass over it) to the caller.
@@ -174,12 +183,12 @@ def linear_problem(M, reg, a, b, max_iter, tol, method, inner_iter, inner_reg, r
         check_finite("M", M, xp, ext)
     return _linear_options(xp, ext, M, tuple(M.shape), reg, a, b, max_iter, tol, method,
                            inner_iter, inner_reg, reg_type, grad, unbalanced, potentials_init,
-                           check_every, verbose, min_step)
+                           check_every, verbose, min_step, n_threads=n_threads)
 
 
 def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_iter, inner_reg,
                     reg_type, grad, unbalanced, potentials_init, check_every, verbose, min_step,
-                    like=None):
+                    like=None, n_threads=None):
     """Everything of :func:`linear_problem` but the cost; ``like`` gives dtype and device
     (``M`` when given)."""
     like = M if like is None else like
@@ -193,7 +202,17 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
         reg = nonneg_float("reg", reg)
         reg = None if reg == 0 else reg
     if method == "auto":
-        method = "proximal" if reg is None else "log_sinkhorn"
+        method = "exact" if reg is None else "log_sinkhorn"
+    if method in EXACT_METHODS and reg is not None:
+        raise ValueError(f"method={method!r} solves exact OT: pass reg=None (got reg={reg})")
+    exact = method == "exact" or method in EXACT_METHODS
+    if exact and grad not in ("envelope", "detach"):
+        raise ValueError(f"exact OT (reg=None) has grad='envelope' (d value / d M = plan, "
+                         f"d value / d a, b = centred duals) or 'detach', got grad={grad!r}")
+    if exact and unbalanced_pair(unbalanced) is not None:
+        raise ValueError("unbalanced= needs entropic regularisation (reg > 0); exact OT is "
+                         "balanced")
+    n_threads = threads_option(n_threads)
     if method in ("sinkhorn", "log_sinkhorn") and reg is None:
         raise ValueError(f"method={method!r} needs reg > 0; use reg=None with method='proximal'"
                          " for exact OT")
@@ -205,6 +224,8 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
     unb = unbalanced_pair(unbalanced)
     if unb is not None and method == "proximal":
         raise ValueError("unbalanced= needs entropic regularisation (reg > 0)")
+    if max_iter is None:
+        max_iter = EXACT_MAX_ITER if exact else ITERATIVE_MAX_ITER
     max_iter = positive_int("max_iter", max_iter, minimum=0)
     tol = nonneg_float("tol", tol)
     inner_iter = positive_int("inner_iter", inner_iter)
@@ -229,7 +250,14 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
         potentials_init = tuple(xp.astype(p, like.dtype) for p in potentials_init)
     return LinearProblem(xp, ext, M, a, b, reg, method, reg_type, grad, unb, potentials_init,
                          max_iter, tol, inner_iter, inner_reg, check_every, bool(verbose),
-                         min_step)
+                         min_step, n_threads)
+
+
+def threads_option(n_threads: Any):
+    """``None`` or ``"max"`` (every core) or an integer >= 1."""
+    if n_threads is None or (isinstance(n_threads, str) and n_threads == "max"):
+        return None
+    return positive_int("n_threads", n_threads)
 
 
 def points(X1: Any, X2: Any, metric: str, p: Any):
@@ -273,7 +301,7 @@ class SampleProblem:
 
 def sample_problem(X_a, X_b, reg, a, b, metric, p, max_iter, tol, method, inner_iter, inner_reg,
                    reg_type, grad, unbalanced, potentials_init, solver, check_every, verbose,
-                   min_step, lazy) -> SampleProblem:
+                   min_step, lazy, n_threads=None) -> SampleProblem:
     """Check every argument of ``solve_sample_batch``."""
     if solver is not None:
         warnings.warn("solver= is deprecated (POT 0.9.6); use method=", DeprecationWarning,
@@ -284,7 +312,7 @@ def sample_problem(X_a, X_b, reg, a, b, metric, p, max_iter, tol, method, inner_
     shape = (X.shape[0], X.shape[1], Y.shape[1])
     linear = _linear_options(xp, ext, None, shape, reg, a, b, max_iter, tol, method, inner_iter,
                              inner_reg, reg_type, grad, unbalanced, potentials_init, check_every,
-                             verbose, min_step, like=X)
+                             verbose, min_step, like=X, n_threads=n_threads)
     return SampleProblem(linear, X, Y, metric, p, bool(lazy))
 
 

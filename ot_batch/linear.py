@@ -347,11 +347,12 @@ def _solve_fused(pb: _validate.LinearProblem) -> OTResult:
 
 
 def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
-                max_iter: int = 1000, tol: float = 1e-5, method: str = "auto",
+                max_iter: int | None = None, tol: float = 1e-5, method: str = "auto",
                 inner_iter: int = 1, inner_reg: float = 1e-3, reg_type: str = "entropy",
                 grad: str = "envelope", *, unbalanced: Any = None, potentials_init: Any = None,
                 verbose: bool = False, solver: str | None = None, check_every: int = 10,
-                min_step: float = 0.1, backend: str = "auto") -> OTResult:
+                min_step: float = 0.1, backend: str = "auto",
+                n_threads: int | str | None = None) -> OTResult:
     r"""Solve many OT problems at once (POT's ``ot.batch.solve_batch``, same arguments).
 
     For each problem :math:`b` of the batch,
@@ -371,17 +372,30 @@ def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
     M : array, shape (B, n, m)
         Cost matrices (NumPy, PyTorch, JAX or CuPy; float32 stays float32).
     reg : float or None, default None
-        Entropic regularisation. ``None`` (or 0) solves exact OT with the proximal method.
+        Entropic regularisation. ``None`` (or 0) solves exact OT, the linear program, as
+        ``ot.emd2`` does (see ``method``; :mod:`ot_batch.exact`).
     a, b : arrays, shapes (B, n) and (B, m), optional
         Weights; uniform when omitted. Balanced problems need equal mass in each problem.
-    max_iter : int, default 1000
-        Largest number of iterations of any problem.
+    max_iter : int, optional
+        Largest number of iterations of any problem. None: 1000 for the Sinkhorn and proximal
+        methods (POT ot.batch's default), 1,000,000 pivots of the network simplex or rounds
+        of the GPU auction for exact OT (``ot.solve``'s default).
     tol : float, default 1e-5
         Stopping threshold on each problem's L2 marginal error (balanced) or on the largest
         change of its log-potentials in one iteration (unbalanced). ``tol=0`` runs
         ``max_iter`` iterations.
-    method : {'auto', 'proximal', 'log_sinkhorn', 'sinkhorn'}, default 'auto'
-        'auto' takes 'proximal' when ``reg`` is None, else 'log_sinkhorn'.
+    method : str, default 'auto'
+        With ``reg``: 'log_sinkhorn' (the default) or 'sinkhorn'. Exact OT (``reg=None``):
+        'network_simplex' (POT's, on the host, one problem per thread, any weights),
+        'assignment' (lapx's Jonker-Volgenant, uniform weights and n == m), 'gpu' (a batched
+        auction in Triton on CUDA arrays, uniform weights) or 'proximal' (the approximate
+        Bregman proximal point method of POT's ot.batch, kept under this name); 'auto' takes
+        'gpu' for uniform weights on CUDA arrays with Triton, else 'network_simplex'. Exact
+        results carry a certificate per problem: ``log["gap"]`` (primal minus dual value) and
+        ``log["dual_infeasibility"]``; the value is computed in float64. Its gradients are
+        the envelope's, as ``ot.emd2``'s: the plan for M, the centred duals ``f - mean(f)``
+        and ``g - mean(g)`` for a and b; where the optimal plan is not unique the value is not
+        differentiable and these are one subgradient.
     inner_iter : int, default 1
         Sinkhorn sweeps per proximal step.
     inner_reg : float, default 1e-3
@@ -423,6 +437,9 @@ def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
         and raises ValueError when they cannot take the problem (with
         ``TRITON_INTERPRET=1`` they also run, slowly, on CPU tensors). The kernels compute in
         float32 and return float32 values for half-precision costs.
+    n_threads : int or 'max', optional, keyword-only
+        Host threads of the exact solvers (one problem per thread); None or 'max': every
+        core.
 
     Returns
     -------
@@ -439,11 +456,19 @@ def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
     >>> res = ot_batch.solve_batch(M, reg=0.5)
     >>> res.value.shape, bool(res.log["converged"].all())
     ((8,), True)
-    >>> exact = ot_batch.solve_batch(M)  # reg=None: exact OT by the proximal method
+    >>> exact = ot_batch.solve_batch(M)  # reg=None: exact OT (network simplex on the CPU)
+    >>> bool(np.abs(exact.log["gap"]).max() < 1e-12)
+    True
     """
     pb = _validate.linear_problem(M, reg, a, b, max_iter, tol, method, inner_iter, inner_reg,
                                   reg_type, grad, unbalanced, potentials_init, solver,
-                                  check_every, verbose, min_step, check_M=False)
+                                  check_every, verbose, min_step, check_M=False,
+                                  n_threads=n_threads)
+    if pb.exact:
+        from . import exact
+
+        _validate.check_finite("M", pb.M, pb.xp, pb.ext)
+        return exact.solve(pb)
     impl = pick("solve_batch", backend, _solve_generic, problem=pb)
     if impl is not _solve_fused:  # the fused path checks M in its final pass, for free
         _validate.check_finite("M", pb.M, pb.xp, pb.ext)
@@ -500,13 +525,13 @@ def _lazy_from(sp: _validate.SampleProblem, res: OTResult) -> OTResult:
 
 def solve_sample_batch(X_a: Any, X_b: Any, reg: float | None = None, a: Any = None,
                        b: Any = None, metric: str = "sqeuclidean", p: float = 2,
-                       max_iter: int = 1000, tol: float = 1e-5, method: str = "auto",
+                       max_iter: int | None = None, tol: float = 1e-5, method: str = "auto",
                        inner_iter: int = 1, inner_reg: float = 1e-3, reg_type: str = "entropy",
                        grad: str = "envelope", *, unbalanced: Any = None,
                        potentials_init: Any = None, verbose: bool = False,
                        solver: str | None = None, check_every: int = 10,
                        min_step: float = 0.1, lazy: bool = False,
-                       backend: str = "auto") -> OTResult:
+                       backend: str = "auto", n_threads: int | str | None = None) -> OTResult:
     """Solve many OT problems given by point clouds (POT's ``ot.batch.solve_sample_batch``).
 
     Same as ``solve_batch(dist_batch(X_a, X_b, metric, p), reg, a, b, ...)``; see
@@ -544,7 +569,8 @@ def solve_sample_batch(X_a: Any, X_b: Any, reg: float | None = None, a: Any = No
     """
     sp = _validate.sample_problem(X_a, X_b, reg, a, b, metric, p, max_iter, tol, method,
                                   inner_iter, inner_reg, reg_type, grad, unbalanced,
-                                  potentials_init, solver, check_every, verbose, min_step, lazy)
+                                  potentials_init, solver, check_every, verbose, min_step, lazy,
+                                  n_threads)
     impl = None
     if backend == "auto":
         impl = pick("solve_sample_batch", "auto", None, problem=sp)
@@ -556,9 +582,14 @@ def solve_sample_batch(X_a: Any, X_b: Any, reg: float | None = None, a: Any = No
     if impl is not None:
         return impl(sp)
     pb = sp.linear
+    if sp.lazy and pb.exact:
+        raise ValueError("lazy=True needs entropic regularisation (reg > 0): an exact plan is "
+                         "sparse, not a function of potentials")
     M = dist_batch(sp.X, sp.Y, metric=sp.metric, p=sp.p)
-    res = solve_batch(M, pb.reg, pb.a, pb.b, pb.max_iter, pb.tol, pb.method, pb.inner_iter,
+    method = "auto" if pb.method == "exact" else pb.method
+    res = solve_batch(M, pb.reg, pb.a, pb.b, pb.max_iter, pb.tol, method, pb.inner_iter,
                       pb.inner_reg, pb.reg_type, pb.grad, unbalanced=pb.unbalanced,
                       potentials_init=pb.potentials_init, verbose=pb.verbose,
-                      check_every=pb.check_every, min_step=pb.min_step, backend=backend)
+                      check_every=pb.check_every, min_step=pb.min_step, backend=backend,
+                      n_threads=pb.n_threads)
     return _lazy_from(sp, res) if sp.lazy else res
