@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-plot", dest="plot", action="store_false", help="skip the plot")
         p.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar")
+        if suite.add_arguments is not None:
+            suite.add_arguments(p)
     return parser
 
 
@@ -89,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if e not in suite.engine_registry:
                 raise ValueError(f"unknown engine {e!r}; known: "
                                  f"{', '.join(suite.engine_registry)}")
+        if suite.configure is not None:
+            suite.configure(args)
     except ValueError as exc:
         parser.error(str(exc))
     if args.repeats < 1:
@@ -104,11 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = time.perf_counter() - t0
 
     title = f"ot_batch bench {suite.name}" + (" --quick" if args.quick else "")
+    targets = report.targets(cases)
     text = "\n\n".join([
         f"# {title}\n{env}",
         layout.table(cases),
-        "Targets (speed-ups: first engine's time / second's; reported, not asserted):\n"
-        + report.targets(cases),
+        *(["Targets (speed-ups: first engine's time / second's; reported, not asserted):\n"
+           + targets] if targets else []),  # suites without targets (exact) skip the block
         layout.notes(cases),
         f"Total wall time {wall:.1f} s"
         + (", load average at the end %.1f/%.1f/%.1f." % os.getloadavg()

@@ -9,10 +9,11 @@ one :class:`Suite` to :data:`SUITES`; the CLI picks it up.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+import argparse
+from typing import Callable, Mapping
 
-from . import batch_report, batch_workloads, engines, large_report, large_workloads, report
-from . import workloads
+from . import batch_report, batch_workloads, engines, exact_engines, exact_report
+from . import exact_workloads, large_report, large_workloads, report, workloads
 from .device_engines import BATCH_ENGINES
 from .engines import Engine
 from .large_engines import LARGE_ENGINES
@@ -35,6 +36,9 @@ class Suite:
     # value_linear is compared with this engine's (or with the one a function names per case)
     verify_against: VerifyAgainst = REFERENCE
     layout: report.Layout = report.CPU
+    # the suite's own command-line options, and what applies them before the run
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    configure: Callable[[argparse.Namespace], None] | None = None
 
     def workload(self, name: str, quick: bool = False) -> Workload:
         """This suite's workload ``name`` (raises ValueError when unknown)."""
@@ -65,4 +69,16 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           engine_registry=LARGE_ENGINES,
           verify_against=large_report.verify_against,
           layout=large_report.LAYOUT),
+    Suite("exact", "exact OT (reg=None) of batches of uniform 2-D point-cloud problems "
+                   "(float64): ot_batch on NumPy and CUDA vs a loop of POT ot.emd2, lapx's "
+                   "batch assignment solver, a loop of SciPy linear_sum_assignment and "
+                   "mdot-tnt (CUDA); GPU engines are skipped without CUDA",
+          workloads=exact_workloads.DEFAULT,
+          engines=exact_engines.DEFAULT,
+          workload_registry=exact_workloads.WORKLOADS,
+          engine_registry=exact_engines.EXACT_ENGINES,
+          verify_against=exact_report.VERIFY_AGAINST,
+          layout=exact_report.LAYOUT,
+          add_arguments=exact_engines.add_arguments,
+          configure=exact_engines.configure),
 )}
