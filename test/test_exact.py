@@ -305,3 +305,15 @@ def test_proximal_kept_under_its_name(rng):
     res = ot_batch.solve_batch(M, method="proximal", max_iter=3000, tol=1e-9)
     np.testing.assert_allclose(res.value, _emd2(M, a, b), rtol=1e-2)
     assert "n_iter" in res.log
+
+
+def test_pad_batch(bk, rng):
+    """Square problems of different sizes through ``pad_batch``: zero-weight padding."""
+    sizes = (4, 7, 5)
+    Ms = [cloud_costs(rng, 1, n, n)[0] for n in sizes]
+    ws = [random_weights(rng, 1, n)[0] for n in sizes]
+    C, w = ot_batch.pad_batch([bk.asarray(M) for M in Ms], [bk.asarray(x) for x in ws])
+    res = ot_batch.solve_batch(C, a=w, b=w)
+    ref = [ot.emd2(x, x, M) for M, x in zip(Ms, ws)]
+    np.testing.assert_allclose(bk.to_numpy(res.value), ref, rtol=1e-9)
+    _check_certificate(bk.to_numpy(C), bk.to_numpy(w), bk.to_numpy(w), res, bk)

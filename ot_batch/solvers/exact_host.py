@@ -72,17 +72,18 @@ def _one_simplex(M: np.ndarray, a: np.ndarray, b: np.ndarray, max_iter: int, f0=
     from ot.lp.emd_wrap import emd_c
 
     rows, cols = a > 0, b > 0
-    n, m = M.shape
-    plan = np.zeros((n, m))
-    f, g = np.zeros(n), np.zeros(m)
     if not rows.any():
-        return plan, f, g, True
+        return np.zeros(M.shape), np.zeros(M.shape[0]), np.zeros(M.shape[1]), True
+    b = b * (a.sum() / b.sum())  # equal to the last bit, as ot.emd does
+    if rows.all() and cols.all():  # no padding: no copies
+        G, _, f, g, code = emd_c(a, b, M, max_iter, 1, f0, g0)
+        return G, f, g, code == OPTIMAL
     sub = np.ascontiguousarray(M[np.ix_(rows, cols)])
-    asub, bsub = a[rows], b[cols]
-    bsub = bsub * (asub.sum() / bsub.sum())  # equal to the last bit, as ot.emd does
     init = (None, None) if f0 is None else (np.ascontiguousarray(f0[rows]),
                                             np.ascontiguousarray(g0[cols]))
-    G, _, u, v, code = emd_c(asub, bsub, sub, max_iter, 1, *init)
+    G, _, u, v, code = emd_c(a[rows], b[cols], sub, max_iter, 1, *init)
+    plan = np.zeros(M.shape)
+    f, g = np.zeros(M.shape[0]), np.zeros(M.shape[1])
     plan[np.ix_(rows, cols)] = G
     f[rows], g[cols] = u, v
     f, g = fill_null_duals(M, a, b, f, g)
@@ -122,7 +123,8 @@ def network_simplex(M: np.ndarray, a: np.ndarray, b: np.ndarray, max_iter: int =
     if f0 is None:
         out = _map(lambda i: _one_simplex(M[i], a[i], b[i], max_iter), M.shape[0], n_threads)
     else:
-        f0, g0 = np.asarray(f0, dtype=np.float64), np.asarray(g0, dtype=np.float64)
+        f0 = np.ascontiguousarray(f0, dtype=np.float64)
+        g0 = np.ascontiguousarray(g0, dtype=np.float64)
         out = _map(lambda i: _one_simplex(M[i], a[i], b[i], max_iter, f0[i], g0[i]),
                    M.shape[0], n_threads)
     return _stack(out, M.shape)
