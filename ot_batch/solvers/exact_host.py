@@ -20,6 +20,7 @@ MIT; lapx: MIT) and ship wheels for every platform; mdot-tnt (non-commercial) is
 """
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -48,12 +49,23 @@ def threads(n_threads: Any, batch: int) -> int:
     return max(1, min(want, batch))
 
 
+@functools.lru_cache(maxsize=8)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per worker count, kept: starting threads at every call costs more than a
+    small batch's solves."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="ot_batch_exact")
+
+
 def _map(fn, count: int, n_threads: Any):
+    """``[fn(i) for i in range(count)]`` over worker threads, in a few chunks per worker (a
+    task per problem would cost more in hand-offs than a small problem's solve)."""
     workers = threads(n_threads, count)
     if workers == 1:
         return [fn(i) for i in range(count)]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(fn, range(count)))
+    bounds = np.linspace(0, count, min(count, 4 * workers) + 1).astype(int)
+    chunks = _pool(workers).map(lambda k: [fn(i) for i in range(bounds[k], bounds[k + 1])],
+                                range(len(bounds) - 1))
+    return [out for chunk in chunks for out in chunk]
 
 
 def fill_null_duals(M: np.ndarray, a: np.ndarray, b: np.ndarray, f: np.ndarray,
