@@ -206,7 +206,7 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
     if method in EXACT_METHODS and reg is not None:
         raise ValueError(f"method={method!r} solves exact OT: pass reg=None (got reg={reg})")
     exact = method == "exact" or method in EXACT_METHODS
-    if exact and grad not in ("envelope", "detach"):
+    if exact and grad not in ("envelope", "detach", "implicit"):  # implicit: its own message
         raise ValueError(f"exact OT (reg=None) has grad='envelope' (d value / d M = plan, "
                          f"d value / d a, b = centred duals) or 'detach', got grad={grad!r}")
     if exact and unbalanced_pair(unbalanced) is not None:
