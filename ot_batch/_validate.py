@@ -133,6 +133,7 @@ class LinearProblem:
     verbose: bool
     min_step: float = 0.1
     n_threads: Any = None
+    uniform: bool = False  # a and b were not given: uniform by construction
 
     @property
     def shape(self):
@@ -250,7 +251,7 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
         potentials_init = tuple(xp.astype(p, like.dtype) for p in potentials_init)
     return LinearProblem(xp, ext, M, a, b, reg, method, reg_type, grad, unb, potentials_init,
                          max_iter, tol, inner_iter, inner_reg, check_every, bool(verbose),
-                         min_step, n_threads)
+                         min_step, n_threads, not (a_given or b_given))
 
 
 def threads_option(n_threads: Any):

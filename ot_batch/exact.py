@@ -39,11 +39,15 @@ from .solvers import exact_duals, exact_host
 __all__ = ["solve", "choose_method"]
 
 
-def _uniform(xp: Any, ext: Any, w: Any) -> bool:
-    """Every problem's weights are constant (uniform). One host read, skipped for tracers."""
-    if ext.is_tracer(w):
+def _uniform(pb: _validate.LinearProblem) -> bool:
+    """Every problem's weights are constant: known when a and b were not given, else one
+    host read (False for tracers, which have no values yet)."""
+    if pb.uniform:
+        return True
+    xp, ext, a, b = pb.xp, pb.ext, pb.a, pb.b
+    if ext.is_tracer(a):
         return False
-    return w.shape[1] == 0 or bool(xp.all(w == w[:, :1]))
+    return a.shape[1] * b.shape[1] == 0 or bool(xp.all(a == a[:, :1]) & xp.all(b == b[:, :1]))
 
 
 def _on_gpu(pb: _validate.LinearProblem, requested: bool = False) -> bool:
@@ -70,7 +74,7 @@ def choose_method(pb: _validate.LinearProblem) -> str:
     batch, n, m = pb.shape
     uniform = None
     if method in ("exact", "gpu"):
-        uniform = _uniform(pb.xp, pb.ext, pb.a) and _uniform(pb.xp, pb.ext, pb.b)
+        uniform = _uniform(pb)
     if method == "exact":
         if _on_gpu(pb) and uniform and gpu_exact.fits(n, m):
             return "gpu"
@@ -89,7 +93,7 @@ def choose_method(pb: _validate.LinearProblem) -> str:
         if n != m:
             raise ValueError(f"method='assignment' needs square problems (n == m), got n={n}, "
                              f"m={m}")
-        if not (_uniform(pb.xp, pb.ext, pb.a) and _uniform(pb.xp, pb.ext, pb.b)):
+        if not _uniform(pb):
             raise ValueError("method='assignment' needs uniform weights a and b")
     if pb.potentials_init is not None and method != "network_simplex":
         raise ValueError(f"potentials_init= warm-starts the network simplex only, not "

@@ -351,7 +351,7 @@ def _launch(C: torch.Tensor, e0: torch.Tensor, ef: torch.Tensor, theta: float,
 
 
 def auction(C: torch.Tensor, eps0, eps_final, *, theta: float = 5.0,
-            max_rounds: int = 100_000) -> AuctionResult:
+            max_rounds: int = 100_000, check_values: bool = True) -> AuctionResult:
     """Exact transport between uniform weights for a batch of cost matrices (auction).
 
     Solves, for every problem ``b``, the assignment problem expanded from the transport
@@ -378,6 +378,9 @@ def auction(C: torch.Tensor, eps0, eps_final, *, theta: float = 5.0,
     max_rounds : int, default 100000
         Bidding rounds allowed per problem, over all phases (each bid of a phase's
         sequential tail, once at most ``SEQ_BELOW`` persons are unassigned, counts as one).
+    check_values : bool, default True
+        Check that ``C`` and the epsilons are finite (one device synchronisation); False for
+        callers that checked them already.
 
     Returns
     -------
@@ -416,8 +419,8 @@ def auction(C: torch.Tensor, eps0, eps_final, *, theta: float = 5.0,
     dev = C.device
     e0 = _eps_arg(eps0, "eps0", B, dev)
     ef = _eps_arg(eps_final, "eps_final", B, dev)
-    if B == 0:
-        return _launch(C, e0, ef, float(theta), max_rounds)
+    if B == 0 or not check_values:  # a caller that checked the values spares the sync
+        return _launch(C.contiguous(), e0, ef, float(theta), max_rounds)
     # one synchronisation for every value check
     bad = torch.stack([~torch.isfinite(C).all(), ~(torch.isfinite(e0) & (e0 >= 0)).all(),
                        ~(torch.isfinite(ef) & (ef > 0)).all()]).tolist()

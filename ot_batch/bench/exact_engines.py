@@ -320,5 +320,6 @@ EXACT_ENGINES: dict[str, Engine] = {e.name: e for e in (
     _lapx("lapx_jvh", "lapjvh_batch"), OtBatchCuda(), OtBatchCuda32(), _mdot("mdot_tnt", 10),
     _mdot("mdot_tnt_g14", 14), _mdot("mdot_tnt_g18", 18))}
 
+# lapx_jvx is lapx's lapjvx_batch, the batch solver the issue measured ("lapx batch").
 DEFAULT = ("ot_batch", "ot_batch_cuda", "ot_batch_cuda32", "emd2_loop", "lsa_loop",
-           "lapx_batch", "mdot_tnt", "mdot_tnt_g14")
+           "lapx_batch", "lapx_jvx", "mdot_tnt", "mdot_tnt_g14")
