@@ -467,6 +467,9 @@ def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
     if pb.exact:
         from . import exact
 
+        if backend not in ("auto", "generic"):
+            raise ValueError(f"backend={backend!r} cannot solve exact OT (reg=None) for "
+                             "solve_batch: choose its solver with method=")
         _validate.check_finite("M", pb.M, pb.xp, pb.ext)
         return exact.solve(pb)
     impl = pick("solve_batch", backend, _solve_generic, problem=pb)
