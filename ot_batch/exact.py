@@ -65,6 +65,19 @@ def _on_gpu(pb: _validate.LinearProblem, requested: bool = False) -> bool:
     return name == "cupy"
 
 
+def _differentiable(pb: _validate.LinearProblem) -> bool:
+    """Whether the value can carry gradients: JAX (traced or not, who knows what follows),
+    torch inputs that require them; NumPy and CuPy never."""
+    if pb.ext.name == "jax":
+        return True
+    if pb.ext.name != "torch":
+        return False
+    import torch
+
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # torch.func transforms
+    return any(x.requires_grad or wrapped(x) for x in (pb.M, pb.a, pb.b))
+
+
 def choose_method(pb: _validate.LinearProblem) -> str:
     """The solver of ``method=pb.method`` for this problem; ValueError when an explicit one
     cannot take it (the message names ``method``)."""
@@ -152,7 +165,8 @@ def solve(pb: _validate.LinearProblem) -> OTResult:
         out = ext.host_call(fn, (M, a, b, *init), M, _specs(pb.shape, dtype))
     plan, f, g, primal, gap, infeas, converged = out
     value = value_linear = xp.astype(primal, plan.dtype)
-    if pb.grad == "envelope":  # zeros in value with Danskin's gradients: the plan for M, ...
+    if pb.grad == "envelope" and _differentiable(pb):  # zeros in value with Danskin's
+        # gradients: the plan for M, ...
         value_linear = value + xp.sum(plan * (pb.M - M), axis=(1, 2))
         centred = (f - xp.mean(f, axis=1, keepdims=True), g - xp.mean(g, axis=1, keepdims=True))
         value = _envelope_weights(pb, value_linear, centred)  # ... the centred duals for a, b

@@ -339,3 +339,13 @@ def test_gpu_auction_full_sizes(rng, B, n, m, dtype):
     f32 = dtype == "float32"
     _check_certificate(M.astype(np.float64), a, b, res, _TorchBk, rtol=1e-6 if f32 else 1e-9,
                        marg_tol=1e-7 if f32 else 1e-12)
+
+
+def test_torch_func_grad(rng):
+    """torch.func.grad sees the envelope gradient too (its tensors do not require grad)."""
+    torch = pytest.importorskip("torch")
+    M, a, b = _problem(rng, 2, 5, 6, False)
+    grad = torch.func.grad(lambda M_: ot_batch.solve_batch(M_, a=torch.tensor(a),
+                                                           b=torch.tensor(b)).value.sum())
+    res = ot_batch.solve_batch(M, a=a, b=b)
+    np.testing.assert_allclose(grad(torch.tensor(M)).numpy(), res.plan, atol=1e-12)

@@ -57,8 +57,9 @@ def solve_torch(C: Any, max_rounds: int = 1_000_000, n_threads: Any = None):
     C64 = C.detach().to(torch.float64)
     a = torch.full((B, n), 1.0 / n, dtype=torch.float64, device=C.device)
     b = torch.full((B, m), 1.0 / m, dtype=torch.float64, device=C.device)
-    scale = C64.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(torch.float64).tiny)
-    spread = (C64.amax(dim=(1, 2)) - C64.amin(dim=(1, 2))).clamp_min(0)
+    low, high = torch.aminmax(C64.reshape(B, n * m), dim=1)  # one pass for both
+    scale = torch.maximum(low.abs(), high.abs()).clamp_min(torch.finfo(torch.float64).tiny)
+    spread = high - low
     eps_final = EPS_FINAL * scale
     eps0 = torch.maximum(spread / EPS0_DIV, eps_final)
     out = auction(C64, eps0, eps_final, theta=THETA, max_rounds=max_rounds, check_values=False)
