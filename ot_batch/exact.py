@@ -66,8 +66,8 @@ def _on_gpu(pb: _validate.LinearProblem, requested: bool = False) -> bool:
 
 
 def _differentiable(pb: _validate.LinearProblem) -> bool:
-    """Whether the value can carry gradients: JAX (traced or not, who knows what follows),
-    torch inputs that require them; NumPy and CuPy never."""
+    """Whether the value can carry gradients: always under JAX (a transformation that follows
+    is not visible here), for torch inputs that require them; never for NumPy and CuPy."""
     if pb.ext.name == "jax":
         return True
     if pb.ext.name != "torch":

@@ -56,8 +56,10 @@ import torch
 import triton
 import triton.language as tl
 
-# Largest expanded size L = n m / gcd(n, m) one program handles.
-MAX_L = 4096
+# the largest L = n m / gcd(n, m) one program handles, set in the driver (which routes larger
+# problems to the host without importing Triton)
+from .exact import MAX_SIZE as MAX_L
+
 # Bid one person at a time once at most this many persons are unassigned.
 SEQ_BELOW = 4
 # Tunables for experiments: "block_p", "warps", "scratch", "seq_below", "fused".
