@@ -261,19 +261,3 @@ def test_variants_agree(tuning, monkeypatch):
     T = plan_from_owner(res.owner, 4, 6).cpu().numpy()
     np.testing.assert_allclose(T.sum(2), 0.25, atol=1e-12, rtol=0)
     np.testing.assert_allclose(T.sum(1), 1 / 6, atol=1e-12, rtol=0)
-
-
-def test_fused_reductions():
-    """The single-reduction path that runs on GPUs (slow in the interpreter: tiny sizes)."""
-    from ot_batch.backends.triton import auction as mod
-    g = np.random.default_rng(12)
-    C = torch.tensor(g.integers(0, 3, size=(1, 3, 3)).astype(np.float64), device=DEV)
-    old = dict(mod.TUNING)
-    try:
-        for tuning in ({"fused": True, "seq_below": 0}, {"fused": True, "seq_below": 10**6}):
-            mod.TUNING.clear()
-            mod.TUNING.update(tuning)
-            _check_assignment(C, auction(C, *_eps(C)))
-    finally:
-        mod.TUNING.clear()
-        mod.TUNING.update(old)

@@ -62,7 +62,7 @@ from .exact import MAX_SIZE as MAX_L
 
 # Bid one person at a time once at most this many persons are unassigned.
 SEQ_BELOW = 4
-# Tunables for experiments: "block_p", "warps", "scratch", "seq_below", "fused".
+# Tunables for experiments: "block_p", "warps", "scratch", "seq_below".
 TUNING: dict = {}
 
 
@@ -122,55 +122,22 @@ def _cost(Cb, pp, qq, pm, qm, r, c, m):
 
 
 @triton.jit
-def _top2_combine(a1, ai, ap, a2, b1, bi, bp, b2):
-    """Best value (lowest index among ties) with its index and payload, and second best."""
-    a_first = (a1 < b1) | ((a1 == b1) & (ai < bi))
-    second = tl.minimum(tl.minimum(a2, b2), tl.where(a_first, b1, a1))
-    return (tl.where(a_first, a1, b1), tl.where(a_first, ai, bi), tl.where(a_first, ap, bp),
-            second)
-
-
-@triton.jit
-def _top2(w, idx, payload, AXIS: tl.constexpr):
-    """``(w1, q1, payload[q1], w2)`` along ``AXIS`` in one reduction (``w2`` is ``inf`` for a
-    single finite entry)."""
-    return tl.reduce((w, idx, payload, tl.full(w.shape, float("inf"), tl.float64)), AXIS,
-                     _top2_combine)
-
-
-@triton.jit
-def _maxbid_combine(a, ai, b, bi):
-    """Largest bid, the smallest person among equal bids."""
-    a_first = (a > b) | ((a == b) & (ai < bi))
-    return tl.where(a_first, a, b), tl.where(a_first, ai, bi)
-
-
-@triton.jit
 def _bid(Cb, pp, free, qq, qm, price, eps, r, c, m, maxbid, winner, BLOCK_P: tl.constexpr,
-         BLOCK_L: tl.constexpr, FUSED: tl.constexpr):
+         BLOCK_L: tl.constexpr):
     """Fold the bids of the persons ``pp`` (those with ``free``) into ``maxbid``/``winner``."""
     INF = float("inf")
     w = _cost(Cb, pp, qq, free, qm, r, c, m) + price[None, :]
     w = tl.where(qm[None, :], w, INF)
-    zero = tl.zeros([BLOCK_P, BLOCK_L], dtype=tl.int32)
-    if FUSED:
-        w1, q1, p1, w2 = _top2(w, qq[None, :] + zero, price[None, :] + zero.to(tl.float64), 1)
-    else:  # the same values from separate reductions (fast in the interpreter)
-        w1 = tl.min(w, axis=1)
-        q1 = tl.min(tl.where(w == w1[:, None], qq[None, :], BLOCK_L), axis=1)
-        w2 = tl.min(tl.where(qq[None, :] == q1[:, None], INF, w), axis=1)
-        p1 = tl.sum(tl.where(qq[None, :] == q1[:, None], price[None, :], 0.0), axis=1)
+    w1 = tl.min(w, axis=1)
+    q1 = tl.min(tl.where(w == w1[:, None], qq[None, :], BLOCK_L), axis=1)
+    w2 = tl.min(tl.where(qq[None, :] == q1[:, None], INF, w), axis=1)
+    p1 = tl.sum(tl.where(qq[None, :] == q1[:, None], price[None, :], 0.0), axis=1)
     w2 = tl.where(w2 < INF, w2, w1)  # a single object
     bid = p1 + (w2 - w1) + eps
     bidder = (qq[None, :] == q1[:, None]) & free[:, None]
     bids = tl.where(bidder, bid[:, None], -INF)
-    if FUSED:
-        cmax, cwin = tl.reduce((bids, tl.where(bidder, pp[:, None] + zero, 2147483647)), 0,
-                               _maxbid_combine)
-    else:
-        cmax = tl.max(bids, axis=0)
-        cwin = tl.min(tl.where(bidder & (bids == cmax[None, :]), pp[:, None], 2147483647),
-                      axis=0)
+    cmax = tl.max(bids, axis=0)
+    cwin = tl.min(tl.where(bidder & (bids == cmax[None, :]), pp[:, None], 2147483647), axis=0)
     # chunks come in increasing person order: an earlier (smaller) person keeps a tie
     better = cmax > maxbid
     return tl.where(better, cmax, maxbid), tl.where(better, cwin, winner)
@@ -179,8 +146,7 @@ def _bid(Cb, pp, free, qq, qm, price, eps, r, c, m, maxbid, winner, BLOCK_P: tl.
 @triton.jit
 def _auction_kernel(C, eps0_ptr, epsf_ptr, owner_out, price_out, rounds_out, conv_out,
                     pobj_ptr, list_ptr, n, m, r, c, L, theta, max_rounds, seq_below,
-                    BLOCK_P: tl.constexpr, BLOCK_L: tl.constexpr, SCRATCH: tl.constexpr,
-                    FUSED: tl.constexpr):
+                    BLOCK_P: tl.constexpr, BLOCK_L: tl.constexpr, SCRATCH: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     Cb = C + pid * n * m
     qq = tl.arange(0, BLOCK_L)
@@ -231,15 +197,11 @@ def _auction_kernel(C, eps0_ptr, epsf_ptr, owner_out, price_out, rounds_out, con
             while (nfree > 0) & (rounds < max_rounds):
                 row = tl.load(Cb + (p // r).to(tl.int64) * m + qq // c, mask=qm, other=0.0)
                 w = tl.where(qm, row.to(tl.float64) + price, INF)
-                if FUSED:
-                    w1, q1, prev, w2 = _top2(w, qq, owner, 0)
-                    hit = qq == q1
-                else:
-                    w1 = tl.min(w, axis=0)
-                    q1 = tl.min(tl.where(w == w1, qq, BLOCK_L), axis=0)
-                    hit = qq == q1
-                    w2 = tl.min(tl.where(hit, INF, w), axis=0)
-                    prev = tl.max(tl.where(hit, owner, -1), axis=0)
+                w1 = tl.min(w, axis=0)
+                q1 = tl.min(tl.where(w == w1, qq, BLOCK_L), axis=0)
+                hit = qq == q1
+                w2 = tl.min(tl.where(hit, INF, w), axis=0)
+                prev = tl.max(tl.where(hit, owner, -1), axis=0)
                 w2 = tl.where(w2 < INF, w2, w1)  # a single object
                 price = tl.where(hit, price + (w2 - w1) + eps, price)
                 owner = tl.where(hit, p, owner)
@@ -268,7 +230,7 @@ def _auction_kernel(C, eps0_ptr, epsf_ptr, owner_out, price_out, rounds_out, con
                     free = kk < nfree
                     pp = tl.load(flist + kk, mask=free, other=0)
                     maxbid, winner = _bid(Cb, pp, free, qq, qm, price, eps, r, c, m, maxbid,
-                                          winner, BLOCK_P, BLOCK_L, FUSED)
+                                          winner, BLOCK_P, BLOCK_L)
             else:
                 for p0 in range(0, L, BLOCK_P):
                     pp = p0 + tl.arange(0, BLOCK_P)
@@ -276,7 +238,7 @@ def _auction_kernel(C, eps0_ptr, epsf_ptr, owner_out, price_out, rounds_out, con
                     free = (pp < L) & (owned == 0)
                     if tl.sum(free.to(tl.int32), axis=0) > 0:
                         maxbid, winner = _bid(Cb, pp, free, qq, qm, price, eps, r, c, m,
-                                              maxbid, winner, BLOCK_P, BLOCK_L, FUSED)
+                                              maxbid, winner, BLOCK_P, BLOCK_L)
             got = maxbid > -INF
             if SCRATCH:
                 # winners were unassigned and the displaced owners were not: disjoint stores
@@ -341,14 +303,11 @@ def _launch(C: torch.Tensor, e0: torch.Tensor, ef: torch.Tensor, theta: float,
     BLOCK_L, BLOCK_P, warps = _config(B, L)
     scratch = TUNING.get("scratch", True)
     seq = int(TUNING.get("seq_below", SEQ_BELOW)) if scratch else -1
-    # FUSED: one tl.reduce for best, second best and payloads instead of four reductions;
-    # no faster on an H100 (the steps are latency-bound), and slow in the interpreter
-    fused = bool(TUNING.get("fused", False))
     # per person: its object, and the list of unassigned persons of a round
     work = torch.empty((2, B, L) if scratch else (2, 1), dtype=torch.int32, device=dev)
     _auction_kernel[(B,)](C, e0, ef, owner, price, rounds, conv, work[0], work[1], n, m, r,
                           c, L, float(theta), max_rounds, seq, BLOCK_P=BLOCK_P, BLOCK_L=BLOCK_L,
-                          SCRATCH=scratch, FUSED=fused, num_warps=warps)
+                          SCRATCH=scratch, num_warps=warps)
     return AuctionResult(owner, price, rounds, conv.bool())
 
 
