@@ -182,3 +182,14 @@ def test_failing_solver_is_reported_not_fatal(tmp_path, capsys, monkeypatch):
                "--repeats", "1", "--no-progress", "--no-plot", "--out", str(tmp_path)])
     assert rc == 0
     assert "ot_batch skipped: failed: RuntimeError: boom" in capsys.readouterr().out
+
+
+def test_exact_sweep_needs_cuda():
+    """The schedule sweep parses its options and refuses to run without a GPU."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("runs for real on a GPU (python -m ot_batch.bench.exact_sweep)")
+    from ot_batch.bench import exact_sweep
+
+    with pytest.raises(SystemExit, match="CUDA"):
+        exact_sweep.main(["--thetas", "8", "--divs", "128"])
