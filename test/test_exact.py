@@ -185,6 +185,14 @@ def test_warm_start_and_threads(rng):
     np.testing.assert_allclose(warm.plan, res.plan, atol=1e-14)
 
 
+def test_thread_count():
+    from ot_batch.solvers import exact_host
+
+    assert exact_host.threads(1, 10) == 1
+    assert exact_host.threads(3, 2) == 2  # never more than the batch
+    assert exact_host.threads(None, 10**6) == exact_host.threads("max", 10**6) >= 1
+
+
 def test_inputs_not_modified(rng):
     M, a, b = _problem(rng, 2, 6, 6, False)
     copies = [x.copy() for x in (M, a, b)]

@@ -45,7 +45,7 @@ class HostResult(NamedTuple):
 def threads(n_threads: Any, batch: int) -> int:
     """Worker count: ``None`` or ``"max"`` is every core; never more than the batch."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    want = cores or 1 if n_threads in (None, "max") else int(n_threads)
+    want = (cores or 1) if n_threads in (None, "max") else int(n_threads)
     return max(1, min(want, batch))
 
 
