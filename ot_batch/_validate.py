@@ -215,8 +215,8 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
                          "balanced")
     n_threads = threads_option(n_threads)
     if method in ("sinkhorn", "log_sinkhorn") and reg is None:
-        raise ValueError(f"method={method!r} needs reg > 0; use reg=None with method='proximal'"
-                         " for exact OT")
+        raise ValueError(f"method={method!r} needs reg > 0; reg=None solves exact OT (method="
+                         "'auto', 'network_simplex', 'assignment', 'gpu' or 'proximal')")
     if grad == "implicit" and method not in ("sinkhorn", "log_sinkhorn"):
         raise ValueError(f"grad='implicit' needs a Sinkhorn method (reg > 0), got "
                          f"method={method!r}")
