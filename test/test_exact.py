@@ -357,3 +357,9 @@ def test_torch_func_grad(rng):
                                                            b=torch.tensor(b)).value.sum())
     res = ot_batch.solve_batch(M, a=a, b=b)
     np.testing.assert_allclose(grad(torch.tensor(M)).numpy(), res.plan, atol=1e-12)
+
+
+def test_empty_batch(bk):
+    res = ot_batch.solve_batch(bk.asarray(np.zeros((0, 3, 4))))
+    assert tuple(res.value.shape) == (0,) and tuple(res.plan.shape) == (0, 3, 4)
+    assert tuple(res.log["gap"].shape) == (0,)

@@ -62,8 +62,9 @@ def certificate(xp: Any, M: Any, a: Any, b: Any, plan: Any, f: Any, g: Any):
     primal = xp.sum(plan * M, axis=(1, 2))
     dual = xp.sum(a * f, axis=1) + xp.sum(b * g, axis=1)
     excess = f[:, :, None] + g[:, None, :] - M
-    infeas = xp.max(xp.reshape(excess, (M.shape[0], -1)), axis=1) if M.shape[1] * M.shape[2] \
-        else xp.zeros_like(primal)
+    cells = M.shape[1] * M.shape[2]
+    infeas = xp.max(xp.reshape(excess, (M.shape[0], cells)), axis=1) if cells else \
+        xp.zeros_like(primal)
     return primal, dual, primal - dual, xp.maximum(infeas, xp.zeros_like(infeas))
 
 
