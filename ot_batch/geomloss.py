@@ -107,12 +107,18 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
         up to 2.4e-4 of their magnitude: values typically within 1e-5 relative, gradients
         within 1e-3, of 'tf32x3', which splits each product in three TF32 products for
         float32 accuracy at about twice the time.
-    grad : {'envelope', 'autodiff'}, default 'envelope'
-        'envelope': gradients from the last update only (GeomLoss's last extrapolation),
-        exact at convergence; double backward is exact on the online backend (implicit
-        differentiation) but on the tensorized one it holds the other potentials fixed,
-        as GeomLoss does. 'autodiff' (tensorized backend): the whole loop is
-        differentiated, so derivatives of every order are those of the unrolled solver.
+    grad : {'envelope', 'autodiff', 'converged'}, default 'envelope'
+        'envelope': GeomLoss's gradients, from the last update only (its last
+        extrapolation), with its weight ``rho + eps/2`` of the unbalanced terms; double
+        backward is exact on the online backend (implicit differentiation) but on the
+        tensorized one it holds the other potentials fixed, as GeomLoss does. 'autodiff'
+        (tensorized backend): the whole loop is differentiated, so derivatives of every order
+        are those of the unrolled solver (finite differences of the returned value).
+        'converged': as 'envelope' but with the unbalanced terms weighted by ``rho + eps`` in
+        the backward pass, the gradient of the converged cost (Sejourne et al. 2019,
+        Proposition 12; GeomLoss defines that backward but never calls it): closer to
+        finite differences once the loop has converged (small ``scaling`` steps or ``tol``),
+        further from them after a short annealing. Balanced losses: same as 'envelope'.
 
     Returns
     -------
@@ -141,8 +147,8 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
         raise ValueError(f"cost must be None or 'sqeuclidean', got {cost!r}")
     if tol is not None and not tol > 0:
         raise ValueError(f"tol must be > 0 or None, got {tol!r}")
-    if grad not in ("envelope", "autodiff"):
-        raise ValueError(f"grad must be 'envelope' or 'autodiff', got {grad!r}")
+    if grad not in ("envelope", "autodiff", "converged"):
+        raise ValueError(f"grad must be 'envelope', 'autodiff' or 'converged', got {grad!r}")
     backend = _backend(backend, X, p, precision, X.shape[1] * Y.shape[1], grad)
     if grad == "autodiff" and backend == "online":
         raise ValueError("grad='autodiff' needs backend='tensorized' (the online backend "
@@ -172,21 +178,22 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
         out, info = sinkhorn_divergence(
             X, Y, a, b, eps_list=eps_list, rho=rho, c=1.0 if cost == "sqeuclidean" else 0.5,
             debias=debias, potentials=potentials, tol=tol, max_iter=max_iter,
-            check_every=check_every, precision=precision)
+            check_every=check_every, precision=precision, dual=grad == "converged")
         return (out, info) if log else out
     # envelope: the right-hand points are constants, the gradients flow through the left
     # ones, as GeomLoss's costs C(x, y.detach()), C(y, x.detach()); unrolled: through both
-    sg = ext.stop_gradient if grad == "envelope" else (lambda z: z)
+    sg = (lambda z: z) if grad == "autodiff" else ext.stop_gradient
     C_xy, C_yx = _cost(xp, X, sg(Y), p, cost), _cost(xp, Y, sg(X), p, cost)
     C_xx = _cost(xp, X, sg(X), p, cost) if debias else None
     C_yy = _cost(xp, Y, sg(Y), p, cost) if debias else None
     f_aa, g_bb, g_ab, f_ba, info = annealed.potentials(
         xp, ext, a, b, C_xy, C_yx, C_xx, C_yy, eps_list, rho, tol=tol, max_iter=max_iter,
-        check_every=check_every, grad=grad)
+        check_every=check_every, grad="autodiff" if grad == "autodiff" else "envelope")
     if potentials:
         out = (f_ba - f_aa, g_ab - g_bb) if debias else (f_ba, g_ab)
     else:
-        out = annealed.cost(xp, ext, a, b, f_aa, g_bb, g_ab, f_ba, eps_list[-1], rho)
+        out = annealed.cost(xp, ext, a, b, f_aa, g_bb, g_ab, f_ba, eps_list[-1], rho,
+                            grad == "converged")
     return (out, info) if log else out
 
 
@@ -206,7 +213,7 @@ def _backend(backend: str, X: Any, p: float, precision: str, nm: int = 0,
     from .backends import triton as tri
     torch_in = type(X).__module__.startswith("torch")
     if backend == "auto":
-        ok = (torch_in and getattr(X, "is_cuda", False) and p == 2 and grad == "envelope"
+        ok = (torch_in and getattr(X, "is_cuda", False) and p == 2 and grad != "autodiff"
               and tri.available(X))
         if ok and str(X.dtype) == "torch.float64" and nm <= AUTO_DENSE:
             ok = False
@@ -251,8 +258,9 @@ class SamplesLoss(_module_base()):
     backend : {'auto', 'tensorized', 'online'}, default 'auto'
         'online': streaming Triton kernels, no cost matrix (CUDA, p = 2); 'tensorized':
         dense costs; 'auto': 'online' for CUDA tensors.
-    reach_x, reach_y, cost, tol, max_iter, check_every, eps_list, precision : keyword-only
-        See :func:`samples_loss_batch`; with ``tol``, ``loss.log`` holds the
+    reach_x, reach_y, cost, tol, max_iter, check_every, eps_list, precision, grad : keyword-only
+        See :func:`samples_loss_batch` (``grad="envelope"``, the default, gives GeomLoss's
+        gradients, unbalanced ones included); with ``tol``, ``loss.log`` holds the
         per-problem ``n_iter``, ``converged`` and ``err`` of the last call.
 
     Examples
@@ -269,7 +277,8 @@ class SamplesLoss(_module_base()):
                  backend: str = "auto", *, reach_x: float | None = None,
                  reach_y: float | None = None, cost: str | None = None,
                  tol: float | None = None, max_iter: int = 1000, check_every: int = 10,
-                 eps_list: Sequence[float] | None = None, precision: str = "tf32"):
+                 eps_list: Sequence[float] | None = None, precision: str = "tf32",
+                 grad: str = "envelope"):
         super().__init__()
         if loss != "sinkhorn":
             raise ValueError(f"loss must be 'sinkhorn', got {loss!r}")
@@ -279,7 +288,7 @@ class SamplesLoss(_module_base()):
                             diameter=diameter, scaling=scaling, debias=debias,
                             potentials=potentials, cost=cost, tol=tol, max_iter=max_iter,
                             check_every=check_every, eps_list=eps_list, backend=backend,
-                            precision=precision)
+                            precision=precision, grad=grad)
         self.log = None  # with tol: n_iter, converged and err of the last call
 
     def forward(self, *args):

@@ -39,19 +39,19 @@ def test_values_and_gradients_match_geomloss(kw):
     gx, ga = torch.autograd.grad(ours.sum(), (xs, as_))
     rx, ra = torch.autograd.grad(ref.sum(), (xg, ag))
     assert _rel(ga, ra) < 1e-8
-    if "reach" not in kw:
-        assert _rel(gx, rx) < 1e-8
+    assert _rel(gx, rx) < 1e-8
 
 
-def test_unbalanced_gradient_is_the_dual_formulas():
-    """With reach=, GeomLoss means the exponentiated potentials to be weighted by rho + eps in
-    the backward pass (Sejourne et al. 2019, Prop. 12) but its nn.Module ``backward`` is never
-    called; ours is, and sits closer to finite differences of the loss."""
+def test_converged_gradient_is_the_dual_formulas():
+    """With reach=, grad="converged" weights the exponentiated potentials by rho + eps in the
+    backward pass (Sejourne et al. 2019, Prop. 12), as GeomLoss means to but never does: on a
+    converged loop (slow annealing) it sits closer to finite differences of the loss than
+    GeomLoss's (and our default) rho + eps / 2."""
     geomloss = pytest.importorskip("geomloss")
     x, y, _, _ = (torch.tensor(t[:1]) for t in _clouds(N=20, M=25))
     kw = dict(reach=0.3, scaling=0.998, blur=0.1)
     xs, xg = x.clone().requires_grad_(), x.clone().requires_grad_()
-    gx, = torch.autograd.grad(ot_batch.SamplesLoss(**kw)(xs, y).sum(), xs)
+    gx, = torch.autograd.grad(ot_batch.SamplesLoss(grad="converged", **kw)(xs, y).sum(), xs)
     rx, = torch.autograd.grad(
         geomloss.SamplesLoss("sinkhorn", backend="tensorized", **kw)(xg, y).sum(), xg)
     h, i, k = 1e-6, 3, 1
@@ -62,6 +62,59 @@ def test_unbalanced_gradient_is_the_dual_formulas():
     fd = float(loss(xp, y) - loss(xm, y)) / (2 * h)
     assert abs(float(gx[0, i, k]) - fd) < 0.02 * abs(fd)
     assert abs(float(gx[0, i, k]) - fd) < abs(float(rx[0, i, k]) - fd)
+
+
+def test_issue_case_gradients_match_geomloss():
+    """The reported case: 60 x 45 points in 3-D, weights not uniform, float64, blur=0.3,
+    reach=0.5, scaling=0.7: directional derivatives equal GeomLoss's (they were 15% off, the
+    ratio (rho + eps) / (rho + eps / 2) of the two weights)."""
+    geomloss = pytest.importorskip("geomloss")
+    x, y, a, b = (torch.tensor(t[0]) for t in _clouds(B=1, N=60, M=45, D=3, seed=4))
+    direction = torch.tensor(np.random.default_rng(5).normal(size=(60, 3)))
+    for debias in (False, True):
+        kw = dict(p=2, blur=0.3, reach=0.5, scaling=0.7, debias=debias)
+        xs, xg = x.clone().requires_grad_(), x.clone().requires_grad_()
+        gx, = torch.autograd.grad(ot_batch.SamplesLoss(**kw)(a, xs, b, y), xs)
+        rx, = torch.autograd.grad(
+            geomloss.SamplesLoss("sinkhorn", backend="tensorized", **kw)(a, xg, b, y), xg)
+        ours, ref = float((gx * direction).sum()), float((rx * direction).sum())
+        assert abs(ours - ref) < 1e-6 * abs(ref)
+
+
+GRID = [dict(p=p, reach=reach, debias=debias, weights=weights)
+        for p in (1, 2) for reach in (None, 0.5) for debias in (True, False)
+        for weights in (True, False)]
+
+
+@pytest.mark.parametrize("case", GRID, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_grid_values_and_gradients_vs_geomloss(case):
+    """Batched (B, N, D) inputs, every combination of p, reach, debias and weights: values
+    and gradients in x, y and the weights equal GeomLoss's tensorized backend."""
+    geomloss = pytest.importorskip("geomloss")
+    case = dict(case)
+    weights = case.pop("weights")
+    x, y, a, b = (torch.tensor(t) for t in _clouds(B=2, N=12, M=9, D=3, seed=7))
+    kw = dict(case, blur=0.2, scaling=0.6, diameter=2.0)
+
+    def run(loss):
+        xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+        if weights:
+            as_ = a.clone().requires_grad_()
+            val = loss(as_, xs, b, ys)
+            grads = torch.autograd.grad(val.sum(), (xs, ys, as_))
+        else:
+            val = loss(xs, ys)
+            grads = torch.autograd.grad(val.sum(), (xs, ys))
+        return val.detach(), grads
+
+    v, g = run(ot_batch.SamplesLoss(**kw))
+    rv, rg = run(geomloss.SamplesLoss("sinkhorn", backend="tensorized", **kw))
+    assert _rel(v, rv) < 1e-10
+    for ours, ref in zip(g, rg):
+        assert _rel(ours, ref) < 1e-8
+    F, G = ot_batch.SamplesLoss(potentials=True, **kw)(x, y)
+    RF, RG = geomloss.SamplesLoss("sinkhorn", backend="tensorized", potentials=True, **kw)(x, y)
+    assert _rel(F, RF.reshape(F.shape)) < 1e-10 and _rel(G, RG.reshape(G.shape)) < 1e-10
 
 
 def test_single_cloud_inputs_and_potentials():
@@ -140,3 +193,17 @@ def test_tol_converges_each_problem(bk, reach):
         ref = [ot.solve(ot.dist(x[i], y[i]), a[i], b[i], reg=eps, reg_type="KL",
                         max_iter=100000, tol=1e-13).value for i in range(2)]
         assert _rel(bk.to_numpy(val), ref) < 1e-7
+
+
+def test_grad_option_checked_and_converged_differs_only_when_unbalanced():
+    x, y, a, b = (torch.tensor(t) for t in _clouds(B=1, N=8, M=7))
+    with pytest.raises(ValueError, match="grad must be"):
+        ot_batch.samples_loss_batch(x, y, grad="implicit")
+    grads = {}
+    for reach in (None, 0.4):
+        for grad in ("envelope", "converged"):
+            xs = x.clone().requires_grad_()
+            v = ot_batch.samples_loss_batch(xs, y, a, b, reach=reach, grad=grad, blur=0.3)
+            grads[reach, grad] = torch.autograd.grad(v.sum(), xs)[0]
+    assert torch.allclose(grads[None, "envelope"], grads[None, "converged"])
+    assert not torch.allclose(grads[0.4, "envelope"], grads[0.4, "converged"])

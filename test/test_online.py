@@ -58,6 +58,7 @@ CASES = [
     dict(scaling=0.3),
     dict(debias=False, scaling=0.3),
     dict(reach=0.5, scaling=0.3),
+    dict(reach=0.5, scaling=0.3, grad="converged"),
     dict(reach_x=0.3, blur=0.1, scaling=0.3),
     dict(cost="sqeuclidean", blur=0.1, scaling=0.3),
     dict(eps_list=[0.05] * 4, debias=False),

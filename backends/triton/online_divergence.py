@@ -15,7 +15,7 @@ from .online_grad import Attach
 def sinkhorn_divergence(X, Y, a, b, *, eps_list: Sequence[float],
                         rho: tuple[Optional[float], Optional[float]], c: float, debias: bool,
                         potentials: bool, tol: Optional[float], max_iter: int,
-                        check_every: int, precision: str = "tf32x3"):
+                        check_every: int, precision: str = "tf32x3", dual: bool = False):
     """Values (B,) or potentials ``(F, G)``, and the ``tol`` log; see
     :func:`ot_batch.samples_loss_batch`."""
     xp, ext = namespace(X=X)
@@ -46,7 +46,7 @@ def sinkhorn_divergence(X, Y, a, b, *, eps_list: Sequence[float],
     if potentials:
         out = (f_ba - f_aa, g_ab - g_bb) if debias else (f_ba, g_ab)
     else:
-        out = annealed.cost(xp, ext, a, b, f_aa, g_bb, g_ab, f_ba, eps_list[-1], rho)
+        out = annealed.cost(xp, ext, a, b, f_aa, g_bb, g_ab, f_ba, eps_list[-1], rho, dual)
     return out, pots.log
 
 

@@ -138,22 +138,29 @@ def _finish(xp, ext, data, pots, eps, damp, rho, *, tol, max_iter, check_every,
     return out[0], out[1], f_aa, g_bb, {"n_iter": n_iter, "converged": converged, "err": err}
 
 
-def _unbalanced_weight(ext: Any, x: Any, eps: float, rho: float):
-    """``(rho + eps/2) x`` whose gradient is ``(rho + eps) dx`` (Sejourne et al. 2019,
-    Proposition 12: the dual formula of the unbalanced Sinkhorn cost)."""
-    fwd, bwd = rho + eps / 2, rho + eps
-    return fwd * x + (bwd - fwd) * (x - ext.stop_gradient(x))
+def _unbalanced_weight(ext: Any, x: Any, eps: float, rho: float, dual: bool):
+    """``(rho + eps/2) x``, GeomLoss's weight of the exponentiated potentials (its
+    ``UnbalancedWeight`` module: the ``(rho + eps)`` backward it defines is never called, so
+    autograd differentiates ``(rho + eps/2) x``). With ``dual``, the gradient is
+    ``(rho + eps) dx``, that of the dual formula of the converged cost (Sejourne et al. 2019,
+    Proposition 12), closer to finite differences of a converged loss."""
+    fwd = rho + eps / 2
+    if not dual:
+        return fwd * x
+    return fwd * x + eps / 2 * (x - ext.stop_gradient(x))
 
 
 def cost(xp: Any, ext: Any, a: Any, b: Any, f_aa: Any, g_bb: Any, g_ab: Any, f_ba: Any,
-         eps: float, rho: tuple[float | None, float | None]):
-    """The Sinkhorn divergence (debiased when ``f_aa`` is given) of each problem, (B,)."""
+         eps: float, rho: tuple[float | None, float | None], dual: bool = False):
+    """The Sinkhorn divergence (debiased when ``f_aa`` is given) of each problem, (B,).
+    ``dual``: the unbalanced terms' gradients of the converged cost (see
+    :func:`_unbalanced_weight`) instead of GeomLoss's."""
     def side(w, pot, pot_self, r):
         if r is None:
             val = pot if pot_self is None else pot - pot_self
         else:
             first = xp.ones_like(pot) if pot_self is None else xp.exp(-pot_self / r)
-            val = _unbalanced_weight(ext, first - xp.exp(-pot / r), eps, r)
+            val = _unbalanced_weight(ext, first - xp.exp(-pot / r), eps, r, dual)
         return xp.sum(w * val, axis=1)
 
     return side(a, f_ba, f_aa, rho[0]) + side(b, g_ab, g_bb, rho[1])
