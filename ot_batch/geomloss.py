@@ -17,10 +17,17 @@ from .solvers import annealed
 __all__ = ["samples_loss_batch", "SamplesLoss"]
 
 
-def _cost(xp: Any, X: Any, Y: Any, p: float, cost: str | None):
+def _cost(xp: Any, X: Any, Y: Any, p: float, cost: Any):
     """GeomLoss's ground cost ``|x - y|^p / p`` (``|x - y|`` for p = 1, kept off 0 as
-    GeomLoss does so that ``C(x, x)`` has a gradient), or ``|x - y|^2`` for
-    ``cost="sqeuclidean"``."""
+    GeomLoss does so that ``C(x, x)`` has a gradient), ``|x - y|^2`` for
+    ``cost="sqeuclidean"``, or ``cost(X, Y)``, a (B, N, M) array, for a callable (GeomLoss's
+    tensorized ``cost=``)."""
+    if callable(cost):
+        C = cost(X, Y)
+        if tuple(C.shape) != (X.shape[0], X.shape[1], Y.shape[1]):
+            raise ValueError(f"cost(X, Y) must have shape {(X.shape[0], X.shape[1], Y.shape[1])},"
+                             f" got {tuple(C.shape)}")
+        return C
     sq = _sqeuclidean(xp, X, Y)
     if cost == "sqeuclidean":
         return sq
@@ -52,7 +59,7 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
                               reach_x: float | None = None, reach_y: float | None = None,
                               diameter: float | None = None, scaling: float = 0.5,
                               debias: bool = True, potentials: bool = False,
-                              cost: str | None = None, tol: float | None = None,
+                              cost: Any = None, tol: float | None = None,
                               max_iter: int = 1000, check_every: int = 10, log: bool = False,
                               eps_list: Sequence[float] | None = None, backend: str = "auto",
                               precision: str = "tf32", grad: str = "envelope"):
@@ -81,8 +88,11 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
     debias : bool, default True
     potentials : bool, default False
         Return the (debiased) dual potentials ``(F, G)``, shapes (B, N) and (B, M).
-    cost : {None, 'sqeuclidean'}, default None
-        None: GeomLoss's ``|x - y|^p / p``; 'sqeuclidean': ``|x - y|^2`` (POT's, with p=2).
+    cost : {None, 'sqeuclidean'} or callable, default None
+        None: GeomLoss's ``|x - y|^p / p``; 'sqeuclidean': ``|x - y|^2`` (POT's, with p=2);
+        a callable ``cost(X, Y)`` returning the (B, N, M) costs of (B, N, D) and (B, M, D)
+        points, as GeomLoss's tensorized ``cost=`` (tensorized backend; the points' gradients
+        flow through it). GeomLoss's KeOps formula strings are not supported.
     tol : float, optional
         After GeomLoss's schedule (which can stop some 10% from the converged value), go on
         at the final temperature until each problem's marginal error (L1, balanced) or
@@ -143,13 +153,20 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
         raise ValueError(f"scaling must be in (0, 1), got {scaling!r}")
     if not blur > 0:
         raise ValueError(f"blur must be > 0, got {blur!r}")
-    if cost not in (None, "sqeuclidean"):
-        raise ValueError(f"cost must be None or 'sqeuclidean', got {cost!r}")
+    if not (cost is None or cost == "sqeuclidean" or callable(cost)):
+        raise ValueError(f"cost must be None, 'sqeuclidean' or a callable cost(X, Y) -> "
+                         f"(B, N, M), got {cost!r} (GeomLoss's KeOps formula strings are not "
+                         "supported)")
+    if callable(cost) and backend == "online":
+        raise ValueError("a callable cost needs backend='tensorized' (the online kernels "
+                         "compute squared distances)")
     if tol is not None and not tol > 0:
         raise ValueError(f"tol must be > 0 or None, got {tol!r}")
     if grad not in ("envelope", "autodiff", "converged"):
         raise ValueError(f"grad must be 'envelope', 'autodiff' or 'converged', got {grad!r}")
     backend = _backend(backend, X, p, precision, X.shape[1] * Y.shape[1], grad)
+    if callable(cost):  # 'auto' may have picked the online kernels: they have no such cost
+        backend = "tensorized"
     if grad == "autodiff" and backend == "online":
         raise ValueError("grad='autodiff' needs backend='tensorized' (the online backend "
                          "differentiates by the envelope theorem and implicitly)")
@@ -275,7 +292,7 @@ class SamplesLoss(_module_base()):
                  reach: float | None = None, diameter: float | None = None,
                  scaling: float = 0.5, debias: bool = True, potentials: bool = False,
                  backend: str = "auto", *, reach_x: float | None = None,
-                 reach_y: float | None = None, cost: str | None = None,
+                 reach_y: float | None = None, cost: Any = None,
                  tol: float | None = None, max_iter: int = 1000, check_every: int = 10,
                  eps_list: Sequence[float] | None = None, precision: str = "tf32",
                  grad: str = "envelope"):

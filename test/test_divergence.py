@@ -207,3 +207,24 @@ def test_grad_option_checked_and_converged_differs_only_when_unbalanced():
             grads[reach, grad] = torch.autograd.grad(v.sum(), xs)[0]
     assert torch.allclose(grads[None, "envelope"], grads[None, "converged"])
     assert not torch.allclose(grads[0.4, "envelope"], grads[0.4, "converged"])
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(reach=0.5, debias=False)], ids=["bal", "unbal"])
+def test_callable_cost_vs_geomloss(kw):
+    """cost= a callable (GeomLoss's tensorized form): values and gradients equal GeomLoss's."""
+    geomloss = pytest.importorskip("geomloss")
+
+    def cost(X, Y):  # |x - y|^2 / 2 scaled and shifted: any differentiable cost
+        return 0.7 * ((X[:, :, None, :] - Y[:, None, :, :]) ** 2).sum(-1) + 0.1
+
+    x, y, a, b = (torch.tensor(t) for t in _clouds(B=2, N=10, M=8, D=2, seed=9))
+    opts = dict(kw, blur=0.2, scaling=0.6, diameter=2.0, cost=cost)
+    xs, xg = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = ot_batch.SamplesLoss(**opts)(a, xs, b, y)
+    ref = geomloss.SamplesLoss("sinkhorn", backend="tensorized", **opts)(a, xg, b, y)
+    assert _rel(ours.detach(), ref.detach()) < 1e-10
+    gx, = torch.autograd.grad(ours.sum(), xs)
+    rx, = torch.autograd.grad(ref.sum(), xg)
+    assert _rel(gx, rx) < 1e-8
+    with pytest.raises(ValueError, match="cost must be"):
+        ot_batch.samples_loss_batch(x, y, cost="SqDist(X,Y)")
