@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from .backends import namespace
 from .distances import _sqeuclidean
+from . import kernel_losses
 from .solvers import annealed
 
 __all__ = ["samples_loss_batch", "SamplesLoss"]
@@ -54,6 +55,12 @@ def _reach(value: Any, name: str) -> float | None:
     return value
 
 
+def _check_loss(loss: Any) -> None:
+    if loss not in ("sinkhorn", *kernel_losses.KERNELS):
+        raise ValueError(f"loss must be 'sinkhorn' or one of {list(kernel_losses.KERNELS)}, "
+                         f"got {loss!r}")
+
+
 def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float = 2,
                               blur: float = 0.05, reach: float | None = None,
                               reach_x: float | None = None, reach_y: float | None = None,
@@ -62,7 +69,8 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
                               cost: Any = None, tol: float | None = None,
                               max_iter: int = 1000, check_every: int = 10, log: bool = False,
                               eps_list: Sequence[float] | None = None, backend: str = "auto",
-                              precision: str = "tf32", grad: str = "envelope"):
+                              precision: str = "tf32", grad: str = "envelope",
+                              loss: str = "sinkhorn"):
     r"""Sinkhorn divergences of many pairs of point clouds at once (GeomLoss's formulas).
 
     .. math::
@@ -117,6 +125,12 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
         up to 2.4e-4 of their magnitude: values typically within 1e-5 relative, gradients
         within 1e-3, of 'tf32x3', which splits each product in three TF32 products for
         float32 accuracy at about twice the time.
+    loss : {'sinkhorn', 'energy', 'gaussian', 'laplacian'}, default 'sinkhorn', keyword-only
+        'sinkhorn': the Sinkhorn divergence (everything above and below); the others are
+        GeomLoss's kernel norms ``1/2 <a - b, k * (a - b)>`` with ``k`` the Gaussian or
+        Laplacian kernel of width ``blur``, or ``-|x - y|`` (energy distance), on the
+        tensorized backend (:mod:`ot_batch.kernel_losses`); only ``blur`` and ``potentials``
+        apply to them.
     grad : {'envelope', 'autodiff', 'converged'}, default 'envelope'
         'envelope': GeomLoss's gradients, from the last update only (its last
         extrapolation), with its weight ``rho + eps/2`` of the unbalanced terms; double
@@ -164,9 +178,12 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
         raise ValueError(f"tol must be > 0 or None, got {tol!r}")
     if grad not in ("envelope", "autodiff", "converged"):
         raise ValueError(f"grad must be 'envelope', 'autodiff' or 'converged', got {grad!r}")
+    _check_loss(loss)
+    if loss != "sinkhorn" and backend == "online":
+        raise ValueError(f"loss={loss!r} needs backend='tensorized'")
     backend = _backend(backend, X, p, precision, X.shape[1] * Y.shape[1], grad)
-    if callable(cost):  # 'auto' may have picked the online kernels: they have no such cost
-        backend = "tensorized"
+    if callable(cost) or loss != "sinkhorn":  # 'auto' may have picked the online kernels:
+        backend = "tensorized"  # they compute Sinkhorn with squared distances only
     if grad == "autodiff" and backend == "online":
         raise ValueError("grad='autodiff' needs backend='tensorized' (the online backend "
                          "differentiates by the envelope theorem and implicitly)")
@@ -179,6 +196,9 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
     if tuple(a.shape) != (B, N) or tuple(b.shape) != (B, M):
         raise ValueError(f"a and b must have shapes {(B, N)} and {(B, M)}, got "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
+    if loss != "sinkhorn":
+        out = kernel_losses.kernel_loss(xp, ext, loss, X, Y, a, b, blur, potentials)
+        return (out, None) if log else out
     rx = _reach(reach_x if reach_x is not None else reach, "reach_x")
     ry = _reach(reach_y if reach_y is not None else reach, "reach_y")
     rho = (None if rx is None else rx ** p, None if ry is None else ry ** p)
@@ -264,7 +284,7 @@ class SamplesLoss(_module_base()):
 
     Parameters
     ----------
-    loss : {'sinkhorn'}, default 'sinkhorn'
+    loss : {'sinkhorn', 'energy', 'gaussian', 'laplacian'}, default 'sinkhorn'
     p : {1, 2}, default 2
     blur : float, default 0.05
     reach, reach_x, reach_y : float, optional
@@ -297,15 +317,14 @@ class SamplesLoss(_module_base()):
                  eps_list: Sequence[float] | None = None, precision: str = "tf32",
                  grad: str = "envelope"):
         super().__init__()
-        if loss != "sinkhorn":
-            raise ValueError(f"loss must be 'sinkhorn', got {loss!r}")
+        _check_loss(loss)
         if backend not in ("auto", "tensorized", "online"):
             raise ValueError(f"backend must be 'auto', 'tensorized' or 'online', got {backend!r}")
         self.options = dict(p=p, blur=blur, reach=reach, reach_x=reach_x, reach_y=reach_y,
                             diameter=diameter, scaling=scaling, debias=debias,
                             potentials=potentials, cost=cost, tol=tol, max_iter=max_iter,
                             check_every=check_every, eps_list=eps_list, backend=backend,
-                            precision=precision, grad=grad)
+                            precision=precision, grad=grad, loss=loss)
         self.log = None  # with tol: n_iter, converged and err of the last call
 
     def forward(self, *args):
