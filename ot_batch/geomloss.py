@@ -18,11 +18,32 @@ from .solvers import annealed
 __all__ = ["samples_loss_batch", "SamplesLoss"]
 
 
+# GeomLoss's cost strings (KeOps formulas, spaces ignored) that name costs computed here
+FORMULAS = {"Norm2(X-Y)": "norm", "SqDist(X,Y)": "sqeuclidean",
+            "SqDist(X,Y)/IntCst(2)": "half", "(SqDist(X,Y)/IntCst(2))": "half"}
+
+
+def _cost_option(cost: Any, p: float) -> Any:
+    """``cost=`` as ``_cost`` takes it: 'norm' (``|x - y|``), 'half' (``|x - y|^2 / 2``),
+    'sqeuclidean' or a callable; None is GeomLoss's default for ``p``."""
+    if cost is None:
+        return "half" if p == 2 else "norm"
+    if callable(cost):
+        return cost
+    if isinstance(cost, str):
+        if cost == "sqeuclidean":
+            return cost
+        formula = FORMULAS.get(cost.replace(" ", ""))
+        if formula is not None:
+            return formula
+    raise ValueError(f"cost must be None, 'sqeuclidean', a callable cost(X, Y) -> (B, N, M) or "
+                     f"one of GeomLoss's formulas {list(FORMULAS)}, got {cost!r}")
+
+
 def _cost(xp: Any, X: Any, Y: Any, p: float, cost: Any):
-    """GeomLoss's ground cost ``|x - y|^p / p`` (``|x - y|`` for p = 1, kept off 0 as
-    GeomLoss does so that ``C(x, x)`` has a gradient), ``|x - y|^2`` for
-    ``cost="sqeuclidean"``, or ``cost(X, Y)``, a (B, N, M) array, for a callable (GeomLoss's
-    tensorized ``cost=``)."""
+    """GeomLoss's ground costs: ``cost`` from :func:`_cost_option`; ``|x - y|`` is kept off 0
+    as GeomLoss does, so that ``C(x, x)`` has a gradient; a callable gives the (B, N, M)
+    costs ``cost(X, Y)`` (GeomLoss's tensorized ``cost=``)."""
     if callable(cost):
         C = cost(X, Y)
         if tuple(C.shape) != (X.shape[0], X.shape[1], Y.shape[1]):
@@ -32,7 +53,7 @@ def _cost(xp: Any, X: Any, Y: Any, p: float, cost: Any):
     sq = _sqeuclidean(xp, X, Y)
     if cost == "sqeuclidean":
         return sq
-    if p == 2:
+    if cost == "half":
         return sq / 2
     return xp.sqrt(xp.clip(sq, min=1e-8))
 
@@ -96,11 +117,12 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
     debias : bool, default True
     potentials : bool, default False
         Return the (debiased) dual potentials ``(F, G)``, shapes (B, N) and (B, M).
-    cost : {None, 'sqeuclidean'} or callable, default None
+    cost : str or callable, optional
         None: GeomLoss's ``|x - y|^p / p``; 'sqeuclidean': ``|x - y|^2`` (POT's, with p=2);
         a callable ``cost(X, Y)`` returning the (B, N, M) costs of (B, N, D) and (B, M, D)
         points, as GeomLoss's tensorized ``cost=`` (tensorized backend; the points' gradients
-        flow through it). GeomLoss's KeOps formula strings are not supported.
+        flow through it); GeomLoss's formula strings ``"Norm2(X-Y)"``, ``"SqDist(X,Y)"`` and
+        ``"(SqDist(X,Y) / IntCst(2))"`` (other KeOps formulas raise ValueError).
     tol : float, optional
         After GeomLoss's schedule (which can stop some 10% from the converged value), go on
         at the final temperature until each problem's marginal error (L1, balanced) or
@@ -167,23 +189,21 @@ def samples_loss_batch(X: Any, Y: Any, a: Any = None, b: Any = None, *, p: float
         raise ValueError(f"scaling must be in (0, 1), got {scaling!r}")
     if not blur > 0:
         raise ValueError(f"blur must be > 0, got {blur!r}")
-    if not (cost is None or cost == "sqeuclidean" or callable(cost)):
-        raise ValueError(f"cost must be None, 'sqeuclidean' or a callable cost(X, Y) -> "
-                         f"(B, N, M), got {cost!r} (GeomLoss's KeOps formula strings are not "
-                         "supported)")
-    if callable(cost) and backend == "online":
-        raise ValueError("a callable cost needs backend='tensorized' (the online kernels "
-                         "compute squared distances)")
+    cost = _cost_option(cost, p)
     if tol is not None and not tol > 0:
         raise ValueError(f"tol must be > 0 or None, got {tol!r}")
     if grad not in ("envelope", "autodiff", "converged"):
         raise ValueError(f"grad must be 'envelope', 'autodiff' or 'converged', got {grad!r}")
     _check_loss(loss)
-    if loss != "sinkhorn" and backend == "online":
-        raise ValueError(f"loss={loss!r} needs backend='tensorized'")
+    requested = backend
     backend = _backend(backend, X, p, precision, X.shape[1] * Y.shape[1], grad)
-    if callable(cost) or loss != "sinkhorn":  # 'auto' may have picked the online kernels:
-        backend = "tensorized"  # they compute Sinkhorn with squared distances only
+    # the online kernels compute Sinkhorn on |x - y|^2 / 2 or |x - y|^2 costs only
+    if backend == "online" and (cost not in ("half", "sqeuclidean") or loss != "sinkhorn"):
+        if requested == "online":
+            raise ValueError(f"backend='online' computes loss='sinkhorn' on |x - y|^2 / 2 or "
+                             f"|x - y|^2 costs; loss={loss!r} with this cost needs "
+                             "backend='tensorized'")
+        backend = "tensorized"
     if grad == "autodiff" and backend == "online":
         raise ValueError("grad='autodiff' needs backend='tensorized' (the online backend "
                          "differentiates by the envelope theorem and implicitly)")

@@ -168,7 +168,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="agree"):
         ot_batch.samples_loss_batch(x, x[:1])
     with pytest.raises(ValueError, match="loss"):
-        ot_batch.SamplesLoss("energy")
+        ot_batch.SamplesLoss("hausdorff")  # "energy" and the kernels are offered
     with pytest.raises(ValueError, match="backend"):
         ot_batch.SamplesLoss(backend="keops")
     with pytest.raises(TypeError, match=r"\(x, y\)"):
@@ -227,7 +227,7 @@ def test_callable_cost_vs_geomloss(kw):
     rx, = torch.autograd.grad(ref.sum(), xg)
     assert _rel(gx, rx) < 1e-8
     with pytest.raises(ValueError, match="cost must be"):
-        ot_batch.samples_loss_batch(x, y, cost="SqDist(X,Y)")
+        ot_batch.samples_loss_batch(x, y, cost="Exp(-SqDist(X,Y))")
 
 
 KERNEL_CASES = [dict(loss=loss, weights=w, potentials=pot)
@@ -270,3 +270,25 @@ def test_kernel_losses_every_backend(bk):
     np.testing.assert_allclose(bk.to_numpy(got), ref.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="loss must be"):
         ot_batch.samples_loss_batch(bk.asarray(x), bk.asarray(y), loss="hausdorff")
+
+
+@pytest.mark.parametrize("p, formula", [(1, "Norm2(X-Y)"), (2, "(SqDist(X,Y) / IntCst(2))"),
+                                        (2, "SqDist(X,Y)")])
+def test_keops_formula_strings(p, formula):
+    """GeomLoss's cost strings (KeOps formulas) name the costs computed densely: the same
+    values and gradients as the equivalent callable cost, which GeomLoss's tensorized backend
+    checks above."""
+    x, y, a, b = (torch.tensor(t) for t in _clouds(B=2, N=9, M=7, D=2, seed=11))
+
+    def callable_cost(X, Y):
+        sq = ((X[:, :, None, :] - Y[:, None, :, :]) ** 2).sum(-1)
+        if formula == "Norm2(X-Y)":
+            return sq.clamp_min(1e-8).sqrt()
+        return sq / 2 if "IntCst" in formula else sq
+
+    out = []
+    for cost in (formula, callable_cost):
+        xs = x.clone().requires_grad_()
+        v = ot_batch.samples_loss_batch(xs, y, a, b, p=p, cost=cost, blur=0.2, reach=0.6)
+        out.append((v.detach(), torch.autograd.grad(v.sum(), xs)[0]))
+    assert _rel(out[0][0], out[1][0]) < 1e-10 and _rel(out[0][1], out[1][1]) < 1e-8
