@@ -210,9 +210,6 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
     if exact and grad not in ("envelope", "detach", "implicit"):  # implicit: its own message
         raise ValueError(f"exact OT (reg=None) has grad='envelope' (d value / d M = plan, "
                          f"d value / d a, b = centred duals) or 'detach', got grad={grad!r}")
-    if exact and unbalanced_pair(unbalanced) is not None:
-        raise ValueError("unbalanced= needs entropic regularisation (reg > 0); exact OT is "
-                         "balanced")
     n_threads = threads_option(n_threads)
     if method in ("sinkhorn", "log_sinkhorn") and reg is None:
         raise ValueError(f"method={method!r} needs reg > 0; reg=None solves exact OT (method="
@@ -223,8 +220,9 @@ def _linear_options(xp, ext, M, shape, reg, a, b, max_iter, tol, method, inner_i
     if grad == "implicit" and _traced(ext, reg):
         raise ValueError("grad='implicit' needs reg as a Python number, not a traced array")
     unb = unbalanced_pair(unbalanced)
-    if unb is not None and method == "proximal":
-        raise ValueError("unbalanced= needs entropic regularisation (reg > 0)")
+    if unb is not None and (method == "proximal" or exact):
+        raise ValueError("unbalanced= needs entropic regularisation (reg > 0); exact OT is "
+                         "balanced")
     if max_iter is None:
         max_iter = EXACT_MAX_ITER if exact else ITERATIVE_MAX_ITER
     max_iter = positive_int("max_iter", max_iter, minimum=0)

@@ -55,7 +55,7 @@ def _cost(xp: Any, X: Any, Y: Any, p: float, cost: Any):
         return sq
     if cost == "half":
         return sq / 2
-    return xp.sqrt(xp.clip(sq, min=1e-8))
+    return kernel_losses.floored_sqrt(xp, sq)
 
 
 def _diameter(xp: Any, ext: Any, X: Any, Y: Any) -> float:

@@ -17,8 +17,14 @@ __all__ = ["KERNELS", "kernel_loss"]
 KERNELS = ("energy", "gaussian", "laplacian")
 
 
+def floored_sqrt(xp: Any, sq: Any):
+    """``|x - y|`` from squared distances, kept off 0 as GeomLoss does (so that ``C(x, x)``
+    has a gradient)."""
+    return xp.sqrt(xp.clip(sq, min=1e-8))
+
+
 def _distances(xp: Any, X: Any, Y: Any):
-    return xp.sqrt(xp.clip(_sqeuclidean(xp, X, Y), min=1e-8))  # GeomLoss's floor
+    return floored_sqrt(xp, _sqeuclidean(xp, X, Y))
 
 
 def _kernel(xp: Any, name: str, X: Any, Y: Any, blur: float):
