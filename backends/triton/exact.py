@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ._dlpack import from_torch, to_torch
+
 __all__ = ["MAX_SIZE", "fits", "solve_torch", "solve_any"]
 
 MAX_SIZE = 4096  # persons (= objects) of the expanded assignment the kernel keeps on chip
@@ -85,31 +87,10 @@ def solve_torch(C: Any, max_rounds: int = 1_000_000, n_threads: Any = None):
     return plan.to(dtype), f.to(dtype), g.to(dtype), primal, gap, infeas, converged
 
 
-def _to_torch(x: Any):
-    import torch
-
-    return torch.from_dlpack(x)
-
-
-def _from_torch(t: Any, ext: Any):
-    if ext.name == "torch":
-        return t
-    if ext.name == "cupy":
-        import cupy
-
-        return cupy.from_dlpack(t.contiguous())
-    import jax
-    import jax.numpy as jnp
-
-    if t.dtype.is_floating_point and t.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
-        t = t.float()  # x64 off: JAX has no float64 arrays
-    return jnp.from_dlpack(t.contiguous())
-
-
 def solve_any(xp: Any, ext: Any, M: Any, a: Any, b: Any, n_threads: Any = None,
               max_rounds: int = 1_000_000):
     """:func:`solve_torch` on torch, JAX or CuPy CUDA arrays; results in the caller's library.
     ``a`` and ``b`` must be uniform (checked by the caller)."""
-    out = solve_torch(_to_torch(M), max_rounds=max_rounds, n_threads=n_threads)
-    return tuple(_from_torch(t, ext) for t in out)
+    out = solve_torch(to_torch(M), max_rounds=max_rounds, n_threads=n_threads)
+    return tuple(from_torch(t, ext) for t in out)
 

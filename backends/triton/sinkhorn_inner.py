@@ -13,98 +13,97 @@ import torch
 import triton
 import triton.language as tl
 
-from ._lse import lse_end as _lse_end, lse_step as _lse_step
+from ._lse import lse as _lse, lse_end as _lse_end, lse_step as _lse_step
 
 
 @triton.jit
-def _lse_rows(logK, p_off, n, m, pot_col, row0, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
-    """log-sum-exp over j of logK[i, j] + pot_col[j] for the rows row0 .. row0 + BLOCK_N."""
-    rows = row0 + tl.arange(0, BLOCK_N)
-    mx = tl.full([BLOCK_N], float("-inf"), tl.float32)
-    acc = tl.zeros([BLOCK_N], tl.float32)
-    for c0 in range(0, m, BLOCK_M):
-        cols = c0 + tl.arange(0, BLOCK_M)
-        mask = (rows[:, None] < n) & (cols[None, :] < m)
-        x = tl.load(logK + p_off + rows[:, None] * m + cols[None, :], mask=mask,
+def _sinkhorn_kernel(logK, a, b, u, v, n_iter_out, err_out, n, m, max_iter, tol, omega,
+                     check_every, BN: tl.constexpr, BM: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    base = logK + pid * n * m
+    rows = tl.arange(0, BN)
+    rm = rows < n
+    aa = tl.load(a + pid * n + rows, mask=rm, other=0.0).to(tl.float32)
+    apos = aa > 0
+    loga = tl.where(apos, tl.log(tl.where(apos, aa, 1.0)), float("-inf"))
+    # u and the row log-sum-exps stay in registers (a tile spans every row); v is written
+    # chunk by chunk and read back by the next pass
+    uu = tl.load(u + pid * n + rows, mask=rm, other=float("-inf")).to(tl.float32)
+    mr = tl.full([BN], float("-inf"), tl.float32)
+    sr = tl.zeros([BN], tl.float32)
+    for c0 in range(0, m, BM):
+        cols = c0 + tl.arange(0, BM)
+        cm = cols < m
+        x = tl.load(base + rows[:, None] * m + cols[None, :], mask=rm[:, None] & cm[None, :],
                     other=float("-inf")).to(tl.float32)
-        pv = tl.load(pot_col + cols, mask=cols < m, other=float("-inf")).to(tl.float32)
-        mx, acc = _lse_step(mx, acc, x + pv[None, :], 1)
-    return _lse_end(mx, acc)
-
-
-@triton.jit
-def _lse_cols(logK, p_off, n, m, pot_row, col0, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
-    """log-sum-exp over i of logK[i, j] + pot_row[i] for the columns col0 .. col0 + BLOCK_M."""
-    cols = col0 + tl.arange(0, BLOCK_M)
-    mx = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    acc = tl.zeros([BLOCK_M], tl.float32)
-    for r0 in range(0, n, BLOCK_N):
-        rows = r0 + tl.arange(0, BLOCK_N)
-        mask = (rows[:, None] < n) & (cols[None, :] < m)
-        x = tl.load(logK + p_off + rows[:, None] * m + cols[None, :], mask=mask,
-                    other=float("-inf")).to(tl.float32)
-        pu = tl.load(pot_row + rows, mask=rows < n, other=float("-inf")).to(tl.float32)
-        mx, acc = _lse_step(mx, acc, x + pu[:, None], 0)
-    return _lse_end(mx, acc)
-
-
-@triton.jit
-def _sinkhorn_kernel(logK, a, b, u, v, lse_buf, n_iter_out, err_out, n, m, max_iter, tol,
-                     omega, check_every, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
-    pid = tl.program_id(0)
-    p_off = pid.to(tl.int64) * n * m
-    a_p, u_p, lse_p = a + pid * n, u + pid * n, lse_buf + pid * n
-    b_p, v_p = b + pid * m, v + pid * m
+        vv = tl.load(v + pid * m + cols, mask=cm, other=float("-inf")).to(tl.float32)
+        mr, sr = _lse_step(mr, sr, x + vv[None, :], 1)
+    lr = _lse_end(mr, sr)
     prev = float("inf")
     err = float("inf")
     it = 0
     done = 0
     while (it < max_iter) & (done == 0):
-        # rows: lse_i, the marginal error of the current plan, then u
-        sq = 0.0
-        for r0 in range(0, n, BLOCK_N):
-            rows = r0 + tl.arange(0, BLOCK_N)
-            rm = rows < n
-            lse = _lse_rows(logK, p_off, n, m, v_p, r0, BLOCK_N, BLOCK_M)
-            uu = tl.load(u_p + rows, mask=rm, other=0.0).to(tl.float32)
-            aa = tl.load(a_p + rows, mask=rm, other=0.0).to(tl.float32)
-            row = tl.exp(tl.minimum(uu + lse, 30.0))
-            row = tl.where(aa > 0, row, 0.0)
-            sq += tl.sum(tl.where(rm, (row - aa) * (row - aa), 0.0), axis=0)
-            tl.store(lse_p + rows, lse, mask=rm)
-        err = tl.sqrt(sq)
-        relax = (err <= prev) & (omega != 1.0)
-        w = tl.where(relax, omega, 1.0)
+        # the error of the current plan, read off the row sums, then the u update
+        row = tl.where(apos, tl.exp(tl.minimum(uu + lr, 30.0)), 0.0)
+        err = tl.sqrt(tl.sum((row - aa) * (row - aa), axis=0))
+        w = tl.where((err <= prev) & (omega != 1.0), omega, 1.0)
+        uu = tl.where(apos, (1.0 - w) * uu + w * (loga - lr), float("-inf"))
         tl.debug_barrier()
-        for r0 in range(0, n, BLOCK_N):
-            rows = r0 + tl.arange(0, BLOCK_N)
-            rm = rows < n
-            lse = tl.load(lse_p + rows, mask=rm, other=0.0)
-            uu = tl.load(u_p + rows, mask=rm, other=0.0).to(tl.float32)
-            aa = tl.load(a_p + rows, mask=rm, other=1.0).to(tl.float32)
-            pos = aa > 0
-            target = tl.where(pos, tl.log(tl.where(pos, aa, 1.0)) - lse, float("-inf"))
-            new = tl.where(pos, (1.0 - w) * uu + w * target, float("-inf"))
-            tl.store(u_p + rows, new, mask=rm)
-        tl.debug_barrier()
-        for c0 in range(0, m, BLOCK_M):
-            cols = c0 + tl.arange(0, BLOCK_M)
+        # one pass over the kernel: each chunk of columns gets its v update, and folds into
+        # the row log-sum-exps of the next u update (one read of logK per iteration)
+        mr = tl.full([BN], float("-inf"), tl.float32)
+        sr = tl.zeros([BN], tl.float32)
+        for c0 in range(0, m, BM):
+            cols = c0 + tl.arange(0, BM)
             cm = cols < m
-            lse = _lse_cols(logK, p_off, n, m, u_p, c0, BLOCK_N, BLOCK_M)
-            vv = tl.load(v_p + cols, mask=cm, other=0.0).to(tl.float32)
-            bb = tl.load(b_p + cols, mask=cm, other=1.0).to(tl.float32)
-            pos = bb > 0
-            target = tl.where(pos, tl.log(tl.where(pos, bb, 1.0)) - lse, float("-inf"))
-            new = tl.where(pos, (1.0 - w) * vv + w * target, float("-inf"))
-            tl.store(v_p + cols, new, mask=cm)
+            x = tl.load(base + rows[:, None] * m + cols[None, :],
+                        mask=rm[:, None] & cm[None, :], other=float("-inf")).to(tl.float32)
+            lc = _lse(x + uu[:, None], 0)
+            vv = tl.load(v + pid * m + cols, mask=cm, other=0.0).to(tl.float32)
+            bb = tl.load(b + pid * m + cols, mask=cm, other=0.0).to(tl.float32)
+            bpos = bb > 0
+            target = tl.log(tl.where(bpos, bb, 1.0)) - lc
+            vn = tl.where(bpos, (1.0 - w) * vv + w * target, float("-inf"))
+            tl.store(v + pid * m + cols, vn, mask=cm)
+            mr, sr = _lse_step(mr, sr, x + vn[None, :], 1)
+        lr = _lse_end(mr, sr)
         tl.debug_barrier()
         prev = err
         it += 1
         if it % check_every == 0:
             if err < tol:
                 done = 1
+    tl.store(u + pid * n + rows, uu, mask=rm)
     tl.store(n_iter_out + pid, it)
     tl.store(err_out + pid, err)
+
+
+MAX_ROWS = 4096  # a chunk spans every row: up to 4096 x 2 floats per tile
+TILE = 8192  # floats per tile without tuning (32 per thread over 8 warps)
+
+
+def fits(n: int) -> bool:
+    """Row counts whose chunks of columns fit in registers."""
+    return n <= MAX_ROWS
+
+
+def _prune(configs, named_args, **kwargs):
+    """Chunks no wider than the problem and tiles of at most 16k floats."""
+    BN, m = kwargs.get("BN", named_args.get("BN")), named_args["m"]
+    widest = triton.next_power_of_2(max(m, 2))
+    out = [c for c in configs if c.kwargs["BM"] * BN <= 16384 and c.kwargs["BM"] <= widest
+           and c.kwargs["BM"] >= 2]
+    return out or [triton.Config({"BM": 2}, num_warps=4)]
+
+
+# On a GPU the chunk width and the warps are tuned once per shape (the first call times each
+# candidate, with u and v restored after each run); the interpreter runs the default.
+_tuned = triton.autotune(
+    configs=[triton.Config({"BM": bm}, num_warps=w) for bm in (4, 8, 16, 32, 64, 128)
+             for w in (4, 8, 16)],
+    key=["n", "m"], prune_configs_by={"early_config_prune": _prune},
+    restore_value=["u", "v"])(_sinkhorn_kernel)
 
 
 def solve(logK: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u0: torch.Tensor,
@@ -121,16 +120,16 @@ def solve(logK: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u0: torch.Tensor
     u = u0.to(torch.float32).contiguous().clone()
     v = v0.to(torch.float32).contiguous().clone()
     a32, b32 = a.to(torch.float32).contiguous(), b.to(torch.float32).contiguous()
-    lse = torch.empty((B, n), dtype=torch.float32, device=logK.device)
     n_iter = torch.zeros(B, dtype=torch.int32, device=logK.device)
     err = torch.empty(B, dtype=torch.float32, device=logK.device)
-    # 128 x 128 tiles halve the serial tile loads of a 256-point problem against 64 x 64
-    # (H100: 120 ms instead of 170 ms for bench gromov at B=16, n=256)
-    BLOCK_N = min(128, triton.next_power_of_2(max(n, 16)))
-    BLOCK_M = min(128, triton.next_power_of_2(max(m, 16)))
-    warps = 8 if BLOCK_N * BLOCK_M >= 128 * 128 else 4
-    if B:
-        _sinkhorn_kernel[(B,)](logK32, a32, b32, u, v, lse, n_iter, err, n, m, max_iter,
-                               float(tol), float(omega), check_every, BLOCK_N=BLOCK_N,
-                               BLOCK_M=BLOCK_M, num_warps=warps)
+    BN = triton.next_power_of_2(max(n, 16))
+    args = (logK32, a32, b32, u, v, n_iter, err, n, m, max_iter, float(tol), float(omega),
+            check_every)
+    if not B:
+        pass
+    elif logK.is_cuda:
+        _tuned[(B,)](*args, BN=BN)
+    else:
+        BM = max(2, min(triton.next_power_of_2(max(m, 2)), TILE // BN))
+        _sinkhorn_kernel[(B,)](*args, BN=BN, BM=BM, num_warps=8)
     return u.to(logK.dtype), v.to(logK.dtype), n_iter, err.to(logK.dtype)

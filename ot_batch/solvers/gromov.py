@@ -38,6 +38,7 @@ class GromovOutput:
     converged: Any
     err: Any
     n_iter_inner: Any
+    finished: bool = False  # the finishing steps (gromov_cg.finish) are done already
 
 
 def inner_generic(xp: Any, ext: Any, cost: Any, a: Any, b: Any, reg: float, init: Any, *,
@@ -53,13 +54,18 @@ def inner_generic(xp: Any, ext: Any, cost: Any, a: Any, b: Any, reg: float, init
 def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
           b: Any, reg: float, T_init: Any, *, max_iter: int, tol: float, max_iter_inner: int,
           tol_inner: float, grad: str, omega: float, check_every_inner: int,
-          verbose: bool, inner: Any = inner_generic) -> GromovOutput:
+          verbose: bool, inner: Any = inner_generic, check_every: int = 1) -> GromovOutput:
     """Run the proximal steps; see the module docstring.
 
     ``cost`` holds the decomposed loss; ``M`` (B, n, m) or None and ``alpha`` (B,) weight the
     linear part. ``grad="autodiff"`` keeps the graph through every step; otherwise the loop
     runs on detached inputs. ``inner`` solves each step's entropic problem
     (:func:`inner_generic` or a fused kernel with its signature).
+
+    ``check_every`` steps run between the loop's convergence checks (host synchronisations on
+    a GPU). Each problem still stops at its own step: once its error is below ``tol`` its state
+    is frozen (masked) until the check removes it, so the result does not depend on
+    ``check_every``.
     """
     fused = M is not None
     parts = (cost.fCa, cost.fCb, cost.hCa, cost.hCb)
@@ -73,7 +79,7 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
 
     def step(d, state):
         fCa, fCb, hCa, hCb, al, a_, b_ = d[:7]
-        T, du, dv, f_prev, _, n_inner = state
+        T, du, dv, f_prev, err_prev, n_inner, live, count = state
         c = gromov_cost.QuadraticCost(fCa, fCb, hCa, hCb, cost.symmetric)
         LT = gromov_cost.product(xp, c, T, a_, b_)
         al3 = al[:, None, None]
@@ -94,14 +100,28 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
         rel = xp.abs(f - f_prev) / scale
         tv = xp.sum(xp.abs(T_new - T), axis=(1, 2)) / xp.sum(a_, axis=1)
         err = xp.where(xp.isnan(rel), tv, xp.minimum(rel, tv))
-        return T_new, u, v, f, err, n_inner + xp.astype(n_it, n_inner.dtype)
+        n_it = xp.where(live, xp.astype(n_it, n_inner.dtype), xp.zeros_like(n_inner))
+        new = (xp.where(live[:, None, None], T_new, T), xp.where(live[:, None], u, du),
+               xp.where(live[:, None], v, dv), xp.where(live, f, f_prev),
+               xp.where(live, err, err_prev), n_inner + n_it)
+        stop = (err < tol) | ~xp.isfinite(err)
+        return new + (live & ~stop, count + xp.astype(live, count.dtype))
+
+    def error(d, s):
+        # stopped problems read as converged (-1) or broken (inf) until the check removes them
+        err, live = s[4], s[6]
+        done = xp.where(err < tol, xp.full_like(err, -1.0), xp.full_like(err, float("inf")))
+        return xp.where(live, err, done)
 
     inf = xp.full((batch,), float("inf"), dtype=dtype, device=dev)
     state = (T_init, xp.zeros((batch, n), dtype=dtype, device=dev),
              xp.zeros((batch, m), dtype=dtype, device=dev), inf, inf,
+             xp.zeros((batch,), dtype=xp.int32, device=dev),
+             xp.ones((batch,), dtype=xp.bool, device=dev),
              xp.zeros((batch,), dtype=xp.int32, device=dev))
-    (T, u, v, _, _, n_inner), n_iter, converged, err = ext.iterate(
-        step, lambda d, s: s[4], data, state, max_iter=max_iter, check_every=1, tol=tol,
+    (T, u, v, _, err, n_inner, _, count), _, converged, _ = ext.iterate(
+        step, error, data, state, max_iter=max_iter, check_every=check_every, tol=tol,
         differentiable=grad == "autodiff", verbose=verbose)
+    n_iter = xp.astype(count, xp.int64) if ext.name != "jax" else count
     plan = round_to_marginals(xp, T, data[5], data[6])
     return GromovOutput(plan, (u, v), n_iter, converged, err, n_inner)
