@@ -457,12 +457,66 @@ class GromovProblem:
     n_init: int = 1
     seed: int = 0
     finish_steps: int = 2
+    unbalanced: Any = None  # (B,) marginal-penalty weights ("kl" and "l2"), else None
+    unbalanced_type: str | None = None  # None (balanced), "semirelaxed", "kl" or "l2"
+
+
+GW_UNBALANCED_TYPES = ("kl", "l2", "semirelaxed", "partial")
+
+
+def gromov_relaxation(unbalanced, unbalanced_type, batch, like, xp, ext):
+    """``(weights (B,) or None, kind)`` of ``solve_gromov_batch``'s marginal relaxation.
+
+    ``kind`` is None (balanced: ``unbalanced=None`` with 'kl' or 'l2'), 'semirelaxed' (no
+    ``unbalanced``) or 'kl' / 'l2' (weights > 0, finite: a number or one per problem).
+    """
+    kind = choice("unbalanced_type", unbalanced_type, GW_UNBALANCED_TYPES)
+    if kind == "partial":
+        raise NotImplementedError("unbalanced_type='partial' (partial GW) is not implemented "
+                                  "by solve_gromov_batch; use 'kl', 'l2' or 'semirelaxed'")
+    if kind == "semirelaxed":
+        if unbalanced is not None:
+            raise ValueError("unbalanced_type='semirelaxed' takes no unbalanced weight (only "
+                             f"T 1 = a is enforced); pass unbalanced=None, got {unbalanced!r}")
+        return None, kind
+    if unbalanced is None:
+        return None, None
+    dev = getattr(like, "device", None)
+    if isinstance(unbalanced, (list, tuple)):
+        unbalanced = xp.asarray(unbalanced, dtype=like.dtype, device=dev)
+    if hasattr(unbalanced, "shape") and unbalanced.ndim == 0 and not _traced(ext, unbalanced):
+        unbalanced = float(unbalanced)
+    if isinstance(unbalanced, Real) and not isinstance(unbalanced, bool):
+        return xp.full((batch,), nonneg_float("unbalanced", unbalanced, strict=True),
+                       dtype=like.dtype, device=dev), kind
+    if not hasattr(unbalanced, "shape"):
+        raise TypeError(f"unbalanced must be a number or an array of shape ({batch},), "
+                        f"got {type(unbalanced).__name__}")
+    namespace(Ca=like, unbalanced=unbalanced)
+    if unbalanced.ndim == 0:  # a traced scalar
+        unbalanced = xp.reshape(unbalanced, (1,)) * xp.ones((batch,), dtype=like.dtype,
+                                                            device=dev)
+    if tuple(unbalanced.shape) != (batch,):
+        raise ValueError(f"unbalanced must be a number or have shape ({batch},), "
+                         f"got {tuple(unbalanced.shape)}")
+    _check_float("unbalanced", unbalanced, xp)
+    unbalanced = xp.astype(unbalanced, like.dtype)
+    check_finite("unbalanced", unbalanced, xp, ext)
+    if not _traced(ext, unbalanced) and bool(xp.any(unbalanced <= 0)):
+        raise ValueError("unbalanced must be > 0 in every problem (0 would leave the "
+                         "marginals free)")
+    return unbalanced, kind
 
 
 def gromov_problem(Ca, Cb, reg, a, b, loss, symmetric, M, alpha, T_init, max_iter, tol,
                    max_iter_inner, tol_inner, grad, logits, overrelaxation, check_every,
-                   verbose, n_init=1, seed=0, finish_steps=2) -> GromovProblem:
-    """Check every argument of ``solve_gromov_batch``."""
+                   verbose, n_init=1, seed=0, finish_steps=2, unbalanced=None,
+                   unbalanced_type="kl") -> GromovProblem:
+    """Check every argument of ``solve_gromov_batch``.
+
+    Semi-relaxed problems ignore the values of ``b``: it becomes uniform on its support (its
+    zero entries mark padded target nodes), the column marginal of the default start.
+    """
     if reg is None or (isinstance(reg, Real) and not isinstance(reg, bool) and reg == 0):
         raise ValueError(f"reg must be a finite number > 0 (the proximal step), got {reg!r}")
     if hasattr(reg, "shape") and getattr(reg, "ndim", 1) == 0:
@@ -471,7 +525,12 @@ def gromov_problem(Ca, Cb, reg, a, b, loss, symmetric, M, alpha, T_init, max_ite
     quad = quadratic_inputs(Ca, Cb, a, b, loss, symmetric, logits, M=M, alpha=alpha, T=T_init)
     xp, ext = quad.xp, quad.ext
     batch, n, m = quad.Ca.shape[0], quad.Ca.shape[1], quad.Cb.shape[1]
-    if batch:
+    lam, kind = gromov_relaxation(unbalanced, unbalanced_type, batch, quad.Ca, xp, ext)
+    if kind == "semirelaxed":  # POT's semi-relaxed GW has no b: keep only its support
+        on = xp.astype(quad.b > 0, quad.b.dtype)
+        count = xp.sum(on, axis=1, keepdims=True)
+        quad.b = on / xp.where(count > 0, count, xp.ones_like(count))
+    if batch and kind is None:
         equal_mass(quad.a, quad.b, xp, ext)
     if T_init is not None:
         if tuple(T_init.shape) != (batch, n, m):
@@ -491,4 +550,4 @@ def gromov_problem(Ca, Cb, reg, a, b, loss, symmetric, M, alpha, T_init, max_ite
                          nonneg_float("tol_inner", tol_inner), grad, omega,
                          positive_int("check_every", check_every), bool(verbose),
                          positive_int("n_init", n_init), positive_int("seed", seed, minimum=0),
-                         positive_int("finish_steps", finish_steps, minimum=0))
+                         positive_int("finish_steps", finish_steps, minimum=0), lam, kind)

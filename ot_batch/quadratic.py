@@ -1,15 +1,16 @@
 """Batched Gromov-Wasserstein, POT's ``ot.batch`` API: ``solve_gromov_batch``, losses, tensors."""
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
 from . import _validate
 from .backends import namespace, pick, register
-from .linear import _kl_generalized
 from .backends import triton as _triton
 from .result import OTResult, status_of
-from .solvers import gromov, gromov_cg, gromov_cost
+from .solvers import gromov, gromov_cg, gromov_cost, gromov_semirelaxed, gromov_unbalanced
+from .solvers import gromov_grad
 from .solvers.rounding import round_to_marginals as gromov_round
 
 __all__ = ["solve_gromov_batch", "loss_quadratic_batch", "loss_quadratic_samples_batch",
@@ -68,15 +69,9 @@ def tensor_batch(a: Any, b: Any, Ca: Any, Cb: Any, symmetric: bool | None = True
 
 def _div_between_products(xp: Any, mu: Any, nu: Any, a: Any, b: Any, kind: str):
     """Divergence between the product measures ``mu x nu`` and ``a x b`` (POT's
-    ``div_between_product_batch``): generalised KL, or half the squared L2 distance."""
-    if kind == "l2":
-        return (xp.sum(a ** 2, axis=1) * xp.sum(b ** 2, axis=1)
-                - 2 * xp.sum(a * mu, axis=1) * xp.sum(b * nu, axis=1)
-                + xp.sum(mu ** 2, axis=1) * xp.sum(nu ** 2, axis=1)) / 2
-    m_mu, m_nu = xp.sum(mu, axis=1), xp.sum(nu, axis=1)
-    m_a, m_b = xp.sum(a, axis=1), xp.sum(b, axis=1)
-    return (m_nu * _kl_generalized(xp, mu, a, (1,)) + m_mu * _kl_generalized(xp, nu, b, (1,))
-            + (m_mu - m_a) * (m_nu - m_b))
+    ``div_between_product_batch``): generalised KL, or half the squared L2 distance. The
+    unbalanced GW solver's penalty, so that its values are these."""
+    return gromov_unbalanced.penalty(xp, mu, nu, a, b, kind)
 
 
 def loss_quadratic_batch(a: Any, b: Any, Ca: Any, Cb: Any, T: Any, M: Any = None,
@@ -193,59 +188,122 @@ def _starts(xp: Any, T0: Any, a: Any, b: Any, n_init: int, seed: int):
 
     The noise is a fixed hash of the indices and ``seed`` computed on the arrays' device (no
     host transfer, traceable under ``jax.jit``); each noisy plan is rounded onto the marginals.
+    All the random starts are formed and rounded at once (a few operations, whatever
+    ``n_init``).
     """
     batch, n, m = T0.shape
-    dev = getattr(T0, "device", None)
-    i = xp.astype(xp.arange(n, device=dev), T0.dtype)[:, None]
-    j = xp.astype(xp.arange(m, device=dev), T0.dtype)[None, :]
-    out = [T0]
-    for k in range(1, n_init):
-        p = xp.astype(xp.arange(batch, device=dev), T0.dtype)[:, None, None]
-        shift = (k + 31.0 * seed) * 0.6180339
-        h = xp.sin(i * 12.9898 + j * 78.233 + p * 3.7719 + shift) * 43758.5453
-        u = h - xp.floor(h)  # uniform-looking in [0, 1)
-        noisy = T0 * xp.exp(4.0 * (u - 0.5))
-        out.append(gromov_round(xp, noisy, a, b))
-    return xp.concat(out, axis=0)
+    if n_init == 1:
+        return T0
+    dev, dt = getattr(T0, "device", None), T0.dtype
+    i = xp.astype(xp.arange(n, device=dev), dt)[None, :, None]
+    j = xp.astype(xp.arange(m, device=dev), dt)[None, None, :]
+    # start k of problem p is row (k - 1) * batch + p of the random starts
+    k = xp.astype(xp.arange(1, n_init, device=dev), dt)[:, None]
+    p = xp.astype(xp.arange(batch, device=dev), dt)[None, :]
+    shift = xp.reshape((k + 0 * p + 31.0 * seed) * 0.6180339, (-1, 1, 1))
+    p = xp.reshape(p + 0 * k, (-1, 1, 1))
+    h = xp.sin(i * 12.9898 + j * 78.233 + p * 3.7719 + shift) * 43758.5453
+    u = h - xp.floor(h)  # uniform-looking in [0, 1)
+    rep = n_init - 1
+    noisy = xp.concat([T0] * rep, axis=0) * xp.exp(4.0 * (u - 0.5))
+    rounded = gromov_round(xp, noisy, xp.concat([a] * rep, axis=0),
+                           xp.concat([b] * rep, axis=0))
+    return xp.concat([T0, rounded], axis=0)
 
 
 def _best(xp: Any, values: Any, n_init: int, *arrays: Any):
     """Per problem, the start with the lowest value: ``(index, arrays picked from it)``."""
     batch = values.shape[0] // n_init
-    v = xp.reshape(values, (n_init, batch))
-    best = xp.argmin(v, axis=0)
-    ks = xp.arange(n_init, device=getattr(values, "device", None))
-    picked = []
-    for x in arrays:
-        xr = xp.reshape(x, (n_init, batch) + tuple(x.shape[1:]))
-        mask = ks[:, None] == best[None, :]
-        mask = xp.reshape(mask, mask.shape + (1,) * (x.ndim - 1))
-        if xp.isdtype(x.dtype, "bool"):
-            picked.append(xp.any(mask & xr, axis=0))
-        else:
-            picked.append(xp.sum(xp.where(mask, xr, xp.zeros_like(xr)), axis=0))
-    return best, picked
+    best = xp.argmin(xp.reshape(values, (n_init, batch)), axis=0)
+    rows = best * batch + xp.arange(batch, device=getattr(values, "device", None))
+    return best, [x[rows] for x in arrays]  # (one gather each; xp.take adds index checks)
+
+
+def _kernels_run(ext: Any, like: Any) -> bool:
+    """Triton can run on these arrays: torch on CUDA (or the interpreter in the tests), or
+    CuPy (viewed as torch tensors through DLPack)."""
+    if ext.name == "torch":
+        return _triton.available(like)
+    if ext.name == "cupy" and _triton.available():
+        import torch
+        return torch.cuda.is_available()
+    return False
 
 
 def _fused_inner_ok(ext: Any, like: Any, grad: str) -> bool:
-    """float32 torch tensors where Triton runs (CUDA, or the interpreter in the tests), and
-    no graph through the iterations (the kernel has no backward)."""
-    return (ext.name == "torch" and grad != "autodiff" and like.dtype.itemsize == 4
-            and _triton.available(like))
+    """float32 torch or CuPy arrays where Triton runs, no graph through the iterations (the
+    kernel has no backward), and chunks of columns that fit the kernel's tile."""
+    from .backends.triton import sinkhorn_inner
+    return (grad != "autodiff" and like.dtype.itemsize == 4 and _kernels_run(ext, like)
+            and sinkhorn_inner.fits(like.shape[1]))
 
 
 @register("gromov_inner", "triton", accepts=_fused_inner_ok)
 def _fused_inner(xp, ext, cost, a, b, reg, init, *, grad, max_iter, tol, check_every, omega):
     """:func:`ot_batch.solvers.gromov.inner_generic` as one Triton launch per step."""
     from .backends.triton import sinkhorn_inner
+    from .backends.triton._dlpack import from_torch, to_torch
     logK = -cost / reg
-    u, v, n_iter = sinkhorn_inner.solve(logK, a, b, init[0], init[1], max_iter=max_iter,
-                                        tol=tol, check_every=check_every, omega=omega)[:3]
+    u, v, n_iter = (from_torch(t, ext) for t in sinkhorn_inner.solve(
+        *(to_torch(x) for x in (logK, a, b, init[0], init[1])), max_iter=max_iter, tol=tol,
+        check_every=check_every, omega=omega)[:3])
     return xp.exp(logK + u[:, :, None] + v[:, None, :]), u, v, n_iter
 
 
-def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static):
-    """Solve and form the values (compiled once per shape and options under JAX)."""
+def _whole_solve_ok(ext: Any, like: Any, grad: str, cost: Any, verbose: bool) -> bool:
+    """Plain symmetric structure matrices of up to 64 nodes, otherwise as the fused inner."""
+    from .backends.triton import gromov_small
+    return (_fused_inner_ok(ext, like, grad) and not verbose and cost.symmetric
+            and cost.hCa.ndim == 3 and gromov_small.fits(cost.hCa.shape[1], cost.hCb.shape[1]))
+
+
+@register("gromov_solve", "triton", accepts=_whole_solve_ok)
+def _whole_solve(xp, ext, cost, M, alpha, a, b, reg, T_init, *, max_iter, tol, max_iter_inner,
+                 tol_inner, grad, omega, check_every_inner, verbose, inner=None,
+                 finish_steps=0):
+    """:func:`ot_batch.solvers.gromov.solve` for small problems as one Triton launch."""
+    from .backends.triton import gromov_small
+    from .backends.triton._dlpack import from_torch, to_torch
+    sg = ext.stop_gradient
+    cost = gromov_cost.QuadraticCost(*(sg(x) for x in (cost.fCa, cost.fCb, cost.hCa, cost.hCb)),
+                                     cost.symmetric)
+    M, alpha, a, b, T_init = (None if x is None else sg(x) for x in (M, alpha, a, b, T_init))
+    al3 = alpha[:, None, None]
+    const = gromov_cost.const(xp, cost, a, b)
+    lin = xp.zeros_like(const) if M is None else (1 - al3) * M
+    T, u, v, n_iter, n_inner, err, conv = gromov_small.solve(*(to_torch(x) for x in (
+        cost.hCa, cost.hCb, al3 * const + lin, 2 * al3 * const + lin, alpha, a, b, T_init)),
+        reg=reg, max_iter=max_iter, tol=tol, max_iter_inner=max_iter_inner,
+        tol_inner=tol_inner, omega=omega, check_every=check_every_inner,
+        finish_steps=finish_steps)
+    dt = to_torch(a).dtype
+    T, u, v, n_iter, n_inner, err, conv = (from_torch(t, ext) for t in (
+        T.to(dt), u.to(dt), v.to(dt), n_iter.long(), n_inner, err.to(dt), conv))
+    return gromov.GromovOutput(T, (u, v), n_iter, conv, err, n_inner, finished=True)
+
+
+def _relaxed_solver(xp: Any, opts: dict, unbalanced: Any, n_init: int):
+    """The proximal solver of a semi-relaxed or unbalanced problem, options bound
+    (``unbalanced`` repeated for the ``n_init`` starts); None for a balanced one."""
+    kind = opts["unbalanced_type"]
+    if kind == "semirelaxed":
+        return functools.partial(gromov_semirelaxed.solve,
+                                 finish_steps=opts["finish_steps_relaxed"])
+    if kind is None:
+        return None
+    return functools.partial(gromov_unbalanced.solve, kind=kind,
+                             unbalanced=xp.concat([unbalanced] * n_init, axis=0))
+
+
+def _on_accelerator(ext: Any, x: Any) -> bool:
+    """Arrays whose loop checks cost a host synchronisation (CUDA torch, CuPy)."""
+    return ext.name == "cupy" or bool(getattr(x, "is_cuda", False))
+
+
+def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static, unbalanced=None):
+    """Solve and form the values (compiled once per shape and options under JAX).
+
+    ``unbalanced``: the (B,) marginal-penalty weights of 'kl' and 'l2' problems."""
     opts = dict(static)
     xp, ext = namespace(Ca=Ca)
     grad, K = opts["grad"], opts["n_init"]
@@ -260,7 +318,18 @@ def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static):
         Ca, Cb, a, b, alpha = (xp.concat([x] * K, axis=0) for x in (Ca, Cb, a, b, alpha))
         M = None if M is None else xp.concat([M] * K, axis=0)
     cost = gromov_cost.decompose(xp, Ca, Cb, opts["loss"], opts["logits"], opts["symmetric"])
-    out = gromov.solve(
+    # backend="triton": the whole-solve kernel where it fits, else the fused inner solves
+    solver = pick("gromov_solve", "auto" if opts["backend"] == "triton" else opts["backend"],
+                  gromov.solve, ext=ext, like=Ca, grad=grad, cost=cost, verbose=opts["verbose"])
+    if solver is gromov.solve and _on_accelerator(ext, Ca):
+        # a convergence check is a host synchronisation: one every few steps (each problem
+        # still stops at its own step)
+        solver = functools.partial(gromov.solve, check_every=4)
+    elif solver is _whole_solve:  # the kernel also rounds and finishes the plans
+        solver = functools.partial(_whole_solve, finish_steps=opts["finish_steps"])
+    # semi-relaxed and unbalanced problems: their own proximal steps, the same call
+    solver = _relaxed_solver(xp, opts, unbalanced, K) or solver
+    out = solver(
         xp, ext, cost, M, alpha, a, b, opts["reg"], T_init, max_iter=opts["max_iter"],
         tol=opts["tol"], max_iter_inner=opts["max_iter_inner"], tol_inner=opts["tol_inner"],
         grad=grad, omega=opts["overrelaxation"], check_every_inner=opts["check_every"],
@@ -268,19 +337,24 @@ def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static):
         inner=pick("gromov_inner", opts["backend"], gromov.inner_generic, ext=ext, like=Ca,
                    grad=grad))
     T = out.plan if grad == "autodiff" else ext.stop_gradient(out.plan)
-    if opts["finish_steps"]:
-        Mf = None if M is None else ext.stop_gradient(M)
-        detached = cost if grad == "autodiff" else gromov_cost.QuadraticCost(
-            *(ext.stop_gradient(x) for x in (cost.fCa, cost.fCb, cost.hCa, cost.hCb)),
-            cost.symmetric)
-        T = gromov_cg.finish(xp, detached, Mf, ext.stop_gradient(alpha),
-                             ext.stop_gradient(a), ext.stop_gradient(b), T,
-                             opts["finish_steps"])
+    if opts["finish_steps"] and not out.finished:
+        # autodiff differentiates through the finishing steps too (every input live)
+        sg = (lambda x: x) if grad == "autodiff" else ext.stop_gradient
+        fin_cost = gromov_cost.QuadraticCost(
+            *(sg(x) for x in (cost.fCa, cost.fCb, cost.hCa, cost.hCb)), cost.symmetric)
+        T = gromov_cg.finish(xp, fin_cost, None if M is None else sg(M), sg(alpha), sg(a),
+                             sg(b), T, opts["finish_steps"])
     quad = gromov_cost.value(xp, cost, T)
     lin = xp.zeros_like(quad) if M is None else xp.sum(M * T, axis=(1, 2))
     value_quad, value_linear = alpha * quad, (1 - alpha) * lin
     value = value_quad + value_linear
+    if opts["unbalanced_type"] in ("kl", "l2"):  # the marginal penalty, before picking starts
+        value = value + xp.concat([unbalanced] * K, axis=0) * _div_between_products(
+            xp, xp.sum(T, axis=2), xp.sum(T, axis=1), a, b, opts["unbalanced_type"])
     u, v = out.potentials
+    if (grad == "envelope" and opts.get("unbalanced_type") is None
+            and gromov_grad.differentiable(ext, a, b)):  # zeros: d value / d (a, b)
+        value = value + gromov_grad.weight_terms(xp, ext, a, b, u, v, opts["reg"])
     arrays = (value, value_linear, value_quad, T, u, v, out.n_iter, out.converged, out.err,
               out.n_iter_inner)
     best = xp.zeros(value.shape, dtype=xp.int32, device=getattr(value, "device", None))
@@ -297,7 +371,8 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
                        grad: str = "envelope", logits: bool | None = None, *,
                        overrelaxation: float = 1.5, n_init: int = 1, seed: int = 0,
                        finish_steps: int = 2, check_every: int = 5,
-                       verbose: bool = False, backend: str = "auto") -> OTResult:
+                       verbose: bool = False, backend: str = "auto", unbalanced: Any = None,
+                       unbalanced_type: str = "kl") -> OTResult:
     r"""Solve many (fused) Gromov-Wasserstein problems at once (POT's ``solve_gromov_batch``).
 
     For each problem of the batch,
@@ -311,6 +386,15 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
     OT problem solved by log-domain Sinkhorn (see :mod:`ot_batch.solvers.gromov`). GW is not
     convex: the result is a local minimum, which depends on ``T_init``.
 
+    ``unbalanced_type='semirelaxed'`` keeps only :math:`T 1 = a` (semi-relaxed GW, POT's
+    ``entropic_semirelaxed_(fused_)gromov_wasserstein``): each proximal step is then a row-wise
+    softmax (:mod:`ot_batch.solvers.gromov_semirelaxed`). ``unbalanced=lambda`` replaces the
+    constraint by the penalty :math:`\lambda D(T 1 \otimes T^\top 1 \,|\, a \otimes b)` (KL or
+    half squared L2; fused unbalanced GW, the objective of :func:`loss_quadratic_batch` with
+    ``unbalanced``): each step is then an unbalanced Sinkhorn problem (KL) or a closed-form
+    mirror-descent step (L2), see :mod:`ot_batch.solvers.gromov_unbalanced`. As for balanced
+    GW, ``reg`` is a proximal step and ``value`` the unregularised objective.
+
     Graphs of different sizes go in one batch by padding: give the missing nodes zero weight
     (:func:`pad_batch` does it). Zero-weight nodes receive no mass, so the plan, the value and
     the potentials of the real nodes are those of the unpadded problem.
@@ -322,7 +406,9 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
     reg : float, default 1e-2
         Weight of the KL proximal term, > 0. Larger is smoother and slower to move.
     a, b : arrays, shapes (B, n) and (B, m), optional
-        Node weights; uniform when omitted. Equal mass per problem.
+        Node weights; uniform when omitted. Equal mass per problem when balanced.
+        Semi-relaxed, only the zero entries of ``b`` are used (padded target nodes get no
+        mass); its values are ignored, as POT's semi-relaxed solvers have no ``b``.
     loss : {'sqeuclidean', 'kl'}, default 'sqeuclidean'
         Also POT's 'square_loss', 'l2' and 'kl_loss'. 'kl' on plain matrices is POT's
         ``kl_loss`` :math:`x \log(x / y) - x + y`; on edge features, POT ``ot.batch``'s KL
@@ -335,7 +421,8 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
         Weight of the quadratic term: 0.5 by default when ``M`` is given (POT's documented
         default), and ``M`` is required with it.
     T_init : array, shape (B, n, m), optional
-        Starting plans; :math:`a b^\top` (scaled to the mass) by default.
+        Starting plans; :math:`a b^\top` (scaled to the mass) by default. Semi-relaxed,
+        their rows are rescaled to ``a``.
     max_iter : int, default 50
         Most proximal steps of any problem.
     tol : float, default 1e-5
@@ -347,8 +434,13 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
         Sinkhorn's threshold on the L2 error of the first marginal.
     grad : {'envelope', 'autodiff', 'detach'}, default 'envelope'
         'envelope': gradients of the values with respect to ``Ca``, ``Cb``, ``M`` and
-        ``alpha`` at the solution plan; 'autodiff': through every step, the plan included;
-        'detach': none.
+        ``alpha`` at the solution plan held fixed, and (of ``value``, balanced problems) with
+        respect to ``a`` and ``b``: the centred duals of the linearised problem at the plan,
+        ``reg`` times the log-scalings of the last proximal step, minus their mean over the
+        nodes of positive weight (0 on zero-weight nodes), as POT's
+        ``ot.gromov.gromov_wasserstein2`` gives them (see
+        :mod:`ot_batch.solvers.gromov_grad`); 'autodiff': through every step, the plan
+        included; 'detach': none.
     logits : bool, optional
         For ``loss='kl'`` on edge features: ``Ca`` holds log-probabilities.
     overrelaxation : float in [1, 2), default 1.5, keyword-only
@@ -371,9 +463,23 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
     verbose : bool, default False, keyword-only
         Print the outer errors at each step.
     backend : str, default 'auto', keyword-only
-        'auto' solves each proximal step's Sinkhorn problem in one fused Triton launch for
-        float32 torch tensors on a GPU (grad other than 'autodiff'); 'generic' forces the
-        array-API solver; 'triton' requires the kernel.
+        'auto' uses the Triton kernels for float32 torch tensors and CuPy arrays on a GPU
+        (grad other than 'autodiff', balanced problems): up to 64 nodes a side with plain
+        symmetric structure matrices, the whole solve (every proximal step and its Sinkhorn
+        iterations) is one launch, one program per problem, plan and potentials on chip
+        (``backends/triton/gromov_small.py``); otherwise each step's Sinkhorn solve is one
+        launch (``backends/triton/sinkhorn_inner.py``) and the loop checks convergence every
+        4 steps (each problem still stops at its own step). 'generic' forces the array-API
+        solver; 'triton' requires the kernels.
+    unbalanced : float or array (B,), optional, keyword-only
+        Weight :math:`\lambda > 0` of the marginal penalty (POT ``ot.solve_gromov``'s
+        ``unbalanced``; its fused unbalanced GW has ``reg_marginals = unbalanced / (2 alpha)``).
+        None: balanced, or semi-relaxed with ``unbalanced_type='semirelaxed'``.
+    unbalanced_type : {'kl', 'l2', 'semirelaxed'}, default 'kl', keyword-only
+        Case-insensitive (POT's 'KL' works). 'kl' and 'l2' need ``unbalanced``;
+        'semirelaxed' takes none. 'partial' (partial GW) raises NotImplementedError.
+        ``finish_steps`` applies to balanced and semi-relaxed problems; unbalanced ones end
+        with their last proximal step.
 
     Returns
     -------
@@ -383,7 +489,11 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
         ``alpha``), as ``ot.solve_gromov`` reports them; ``potentials``: the log-scalings of
         the last proximal step; ``log["n_iter"]``, ``log["converged"]`` (B,),
         ``log["n_iter_inner"]`` (Sinkhorn iterations of each problem), ``log["err"]`` and
-        ``log["init"]`` (the start kept, with ``n_init > 1``).
+        ``log["init"]`` (the start kept, with ``n_init > 1``). Semi-relaxed: ``T 1 = a`` to
+        round-off, ``potentials`` the row log-normalisers and zeros, no inner iterations.
+        Unbalanced: ``value`` includes :math:`\lambda D`, also in
+        ``log["value_unbalanced"]`` (:math:`D`, unweighted); ``potentials`` from the last
+        Sinkhorn (KL; zeros for L2).
 
     Examples
     --------
@@ -399,7 +509,12 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     pb = _validate.gromov_problem(Ca, Cb, reg, a, b, loss, symmetric, M, alpha, T_init, max_iter,
                                   tol, max_iter_inner, tol_inner, grad, logits, overrelaxation,
-                                  check_every, verbose, n_init, seed, finish_steps)
+                                  check_every, verbose, n_init, seed, finish_steps, unbalanced,
+                                  unbalanced_type)
+    kind = pb.unbalanced_type
+    if kind is not None and backend == "triton":
+        raise ValueError(f"backend='triton' solves balanced GW only, not unbalanced_type="
+                         f"{kind!r}; use backend='auto' or 'generic'")
     q, xp, ext = pb.quad, pb.quad.xp, pb.quad.ext
     static = (("loss", q.loss), ("logits", q.logits), ("symmetric", q.symmetric),
               ("reg", pb.reg), ("max_iter", pb.max_iter), ("tol", pb.tol),
@@ -408,11 +523,21 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
               ("check_every", pb.check_every), ("verbose", pb.verbose),
               ("n_init", pb.n_init), ("seed", pb.seed), ("finish_steps", pb.finish_steps),
               ("backend", backend))
+    # the balanced finish rounds onto a and b: semi-relaxed plans get their own, unbalanced
+    # ones none
+    static = static + (("unbalanced_type", kind),
+                       ("finish_steps_relaxed", pb.finish_steps if kind == "semirelaxed" else 0))
+    if kind is not None:
+        static = tuple((k, 0 if k == "finish_steps" else v) for k, v in static)
     solve = ext.compile(_solve_arrays)
     (value, value_linear, value_quad, plan, potentials, n_iter, converged, err, n_inner,
-     best) = solve(q.Ca, q.Cb, q.a, q.b, q.M, q.alpha, pb.T_init, static=static)
+     best) = solve(q.Ca, q.Cb, q.a, q.b, q.M, q.alpha, pb.T_init, static=static,
+                   unbalanced=pb.unbalanced)
     log = {"n_iter": n_iter, "converged": converged, "err": err, "n_iter_inner": n_inner,
            "init": best}
+    if kind in ("kl", "l2"):
+        log["value_unbalanced"] = _div_between_products(
+            xp, xp.sum(plan, axis=2), xp.sum(plan, axis=1), q.a, q.b, kind)
     return OTResult(potentials=potentials, value=value, value_linear=value_linear,
                     value_quad=value_quad, plan=plan, log=log, backend=xp,
                     status=status_of(converged, ext.to_numpy))

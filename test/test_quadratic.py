@@ -388,15 +388,44 @@ def _fused_vs_generic(device, B, n, **kw):
     return gen, fus
 
 
-def test_fused_inner_matches_generic_interpreter():
+def test_whole_solve_matches_generic_interpreter():
     # Triton's interpreter on CPU tensors (conftest sets TRITON_INTERPRET=1): tiny sizes
     gen, fus = _fused_vs_generic("cpu", 2, 6, max_iter=4, max_iter_inner=20)
+    assert ot_batch.backends.registered("gromov_solve") == ["triton"]
+    # the kernel's counts before the rounding are the generic solver's
+    np.testing.assert_array_equal(fus.log["n_iter"].numpy(), gen.log["n_iter"].numpy())
+    assert fus.log["n_iter"].dtype == gen.log["n_iter"].dtype
+
+
+def test_whole_solve_fused_padded_interpreter():
+    rng = np.random.default_rng(4)
+    Ca, Cb = _clouds(rng, 3, 7)
+    M = rng.random((3, 7, 7))
+    t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
+    C, w = ot_batch.pad_batch([t(Ca[0][:5, :5]), t(Ca[1]), t(Ca[2][:6, :6])], size=7)
+    opts = dict(reg=1.0, max_iter=5, max_iter_inner=100, tol=1e-6, M=t(M), alpha=0.3, a=w,
+                finish_steps=0)
+    b = torch.full((3, 7), 1 / 7)
+    gen = ot_batch.solve_gromov_batch(C, t(Cb), b=b, backend="generic", **opts)
+    fus = ot_batch.solve_gromov_batch(C, t(Cb), b=b, backend="triton", **opts)
+    np.testing.assert_allclose(fus.plan.numpy(), gen.plan.numpy(), atol=2e-5)
+    np.testing.assert_allclose(fus.value.numpy(), gen.value.numpy(), rtol=1e-4)
+    assert float(fus.plan[0, 5:].abs().max()) == 0.0  # padded nodes get no mass
+    assert torch.isfinite(fus.potentials[1]).all()
+    np.testing.assert_array_equal(fus.log["n_iter"].numpy(), gen.log["n_iter"].numpy())
+
+
+def test_fused_inner_matches_generic_interpreter():
+    # above 64 nodes the outer loop is generic and each step's Sinkhorn one launch
+    gen, fus = _fused_vs_generic("cpu", 1, 66, max_iter=2, max_iter_inner=10)
     assert ot_batch.backends.registered("gromov_inner") == ["triton"]
 
 
 @pytest.mark.gpu
 def test_fused_inner_matches_generic_gpu():
     _fused_vs_generic("cuda", 64, 32)
+    _fused_vs_generic("cuda", 256, 64)
+    _fused_vs_generic("cuda", 16, 20, M=torch.rand(16, 20, 20, device="cuda"), alpha=0.5)
     _fused_vs_generic("cuda", 4, 130, max_iter_inner=80)  # several tiles per problem
 
 
@@ -407,3 +436,84 @@ def test_fused_inner_refused_where_it_cannot_run(rng):
                                     reg=1.0)
     with pytest.raises(ValueError, match="backend"):
         ot_batch.solve_gromov_batch(Ca, Cb, backend="bogus", reg=1.0)
+
+
+@pytest.mark.parametrize("n, m, zeros", [(5, 9, False), (20, 7, True), (40, 300, True)])
+def test_inner_kernel_matches_sinkhorn_log(n, m, zeros):
+    """One Sinkhorn solve of the inner kernel against the generic log-domain solver: row
+    counts under and over the tile's, several column chunks, zero weights, warm starts."""
+    _inner_vs_sinkhorn_log("cpu", n, m, zeros)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n, m", [(256, 256), (1000, 1030), (3000, 64)])
+def test_inner_kernel_matches_sinkhorn_log_gpu(n, m):
+    _inner_vs_sinkhorn_log("cuda", n, m, True)
+
+
+def _inner_vs_sinkhorn_log(device, n, m, zeros):
+    from ot_batch.backends import namespace
+    from ot_batch.backends.triton import sinkhorn_inner
+    from ot_batch.solvers import sinkhorn_log
+    rng = np.random.default_rng(n + m)
+    B = 3
+    M = torch.tensor(rng.random((B, n, m)) * 20, dtype=torch.float32, device=device)
+    a = torch.tensor(rng.random((B, n)) + 0.1, dtype=torch.float32, device=device)
+    b = torch.tensor(rng.random((B, m)) + 0.1, dtype=torch.float32, device=device)
+    if zeros:
+        a[0, :2] = 0
+        b[1, -3:] = 0
+    a, b = a / a.sum(1, keepdim=True), b / b.sum(1, keepdim=True)
+    u0 = torch.tensor(rng.normal(size=(B, n)), dtype=torch.float32, device=device)
+    v0 = torch.tensor(rng.normal(size=(B, m)), dtype=torch.float32, device=device)
+    xp, ext = namespace(M=M)
+    u0c, v0c = u0.clone(), v0.clone()
+    ref = sinkhorn_log.solve(xp, ext, M, a, b, 1.0, init=(u0, v0), grad="detach",
+                             max_iter=60, tol=1e-6, check_every=5, omega=1.5)
+    u, v, it, err = sinkhorn_inner.solve(-M, a, b, u0, v0, max_iter=60, tol=1e-6,
+                                         check_every=5, omega=1.5)
+    np.testing.assert_array_equal(it.cpu().numpy(), ref.n_iter.cpu().numpy())
+    plan = torch.exp(-M + u[:, :, None] + v[:, None, :])
+    np.testing.assert_allclose(plan.cpu().numpy(), ref.plan.cpu().numpy(), atol=1e-6)
+    assert torch.equal(u0, u0c) and torch.equal(v0, v0c)  # inputs untouched
+
+
+@pytest.mark.parametrize("k", [3, 7])
+def test_outer_checks_every_k_steps_same_result(rng, k):
+    """Checking convergence every k steps (fewer host syncs on a GPU) freezes each problem at
+    its own step: plans, counts and flags equal those of a check at every step."""
+    from ot_batch.backends import namespace
+    from ot_batch.solvers import gromov, gromov_cost
+    Ca, Cb = _clouds(rng, 5, 8)
+    xp, ext = namespace(Ca=Ca)
+    a = np.full((5, 8), 1 / 8)
+    cost = gromov_cost.decompose(xp, Ca, Cb, "sqeuclidean", False, True)
+    kw = dict(max_iter=23, tol=1e-4, max_iter_inner=50, tol_inner=1e-7, grad="detach",
+              omega=1.5, check_every_inner=5, verbose=False)
+    args = (xp, ext, cost, None, np.ones(5), a, a, 1.0, a[:, :, None] * a[:, None, :])
+    one = gromov.solve(*args, **kw)
+    many = gromov.solve(*args, check_every=k, **kw)
+    assert len(set(one.n_iter.tolist())) > 1  # problems stop at different steps
+    np.testing.assert_array_equal(many.n_iter, one.n_iter)
+    np.testing.assert_array_equal(many.converged, one.converged)
+    np.testing.assert_array_equal(many.n_iter_inner, one.n_iter_inner)
+    np.testing.assert_allclose(many.plan, one.plan, rtol=0, atol=0)
+    np.testing.assert_allclose(many.err, one.err)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [32, 100])
+def test_kernels_on_cupy_arrays(n):
+    """CuPy arrays run the same kernels as torch tensors (through DLPack): same results."""
+    cupy = pytest.importorskip("cupy")
+    rng = np.random.default_rng(5)
+    Ca, Cb = _clouds(rng, 8, n)
+    opts = dict(reg=1.0, max_iter=30, tol=1e-4)
+    res_t = ot_batch.solve_gromov_batch(*(torch.tensor(C, dtype=torch.float32, device="cuda")
+                                          for C in (Ca, Cb)), backend="triton", **opts)
+    res_c = ot_batch.solve_gromov_batch(*(cupy.asarray(C, dtype=cupy.float32)
+                                          for C in (Ca, Cb)), backend="triton", **opts)
+    assert isinstance(res_c.plan, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(res_c.value), res_t.value.cpu().numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(cupy.asnumpy(res_c.log["n_iter"]),
+                                  res_t.log["n_iter"].cpu().numpy())

@@ -6,6 +6,10 @@ plan (each row's mass on its largest entry, rounded onto the marginals), with th
 search of POT's conditional gradient, gets there at once when the plan is close, and never
 makes a plan worse: the objective is quadratic along the segment and the step is its
 minimiser on [0, 1] (0 when the direction does not descend).
+
+Semi-relaxed plans (``b=None``: only ``T 1 = a`` holds) use the same steps: the sharpened plan
+(each row's mass ``a_i`` on its largest entry) is feasible as it is, and the curvature keeps
+the quadratic term of the columns' own marginals, which the direction changes.
 """
 from __future__ import annotations
 
@@ -16,17 +20,21 @@ from .rounding import round_to_marginals
 
 
 def _sharpened(xp: Any, T: Any, a: Any, b: Any):
-    """Each row's mass ``a_i`` on its largest entry, rounded onto the marginals."""
+    """Each row's mass ``a_i`` on its largest entry, rounded onto the marginals (``b`` None:
+    not rounded, the semi-relaxed case)."""
     m = T.shape[2]
     top = xp.argmax(T, axis=2)
     cols = xp.arange(m, device=getattr(T, "device", None))
     onehot = xp.astype(top[:, :, None] == cols[None, None, :], T.dtype)
-    return round_to_marginals(xp, onehot * a[:, :, None], a, b)
+    D = onehot * a[:, :, None]
+    return D if b is None else round_to_marginals(xp, D, a, b)
 
 
 def finish(xp: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any, b: Any,
            T: Any, steps: int):
-    """Up to ``steps`` line-searched steps towards the sharpened plan; returns the plan."""
+    """Up to ``steps`` line-searched steps towards the sharpened plan; returns the plan.
+
+    ``b=None``: semi-relaxed plans (columns free)."""
     al3 = alpha[:, None, None]
     for _ in range(steps):
         D = _sharpened(xp, T, a, b)
@@ -35,9 +43,11 @@ def finish(xp: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
         if M is not None:
             G = G + (1 - al3) * M
         slope = xp.sum(G * X, axis=(1, 2))
-        # X has zero marginals, so the constant part of L x X vanishes
-        curv = alpha * xp.sum(gromov_cost.product(xp, cost, X, xp.zeros_like(a),
-                                                  xp.zeros_like(b)) * X, axis=(1, 2))
+        # X has zero row sums (and column sums when balanced), so that part of the constant
+        # term of L x X vanishes; semi-relaxed, the columns' own term stays (c=None)
+        curv = alpha * xp.sum(gromov_cost.product(
+            xp, cost, X, xp.zeros_like(a), None if b is None else xp.zeros_like(b)) * X,
+            axis=(1, 2))
         zero, one = xp.zeros_like(slope), xp.ones_like(slope)
         safe = xp.where(curv > 0, curv, one)
         gamma = xp.where(curv > 0, xp.clip(-slope / (2 * safe), 0.0, 1.0),

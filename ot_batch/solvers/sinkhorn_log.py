@@ -30,13 +30,20 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
     ``init`` are starting log-scalings (shapes (B, n) and (B, m)). The error of a balanced
     problem is the L2 violation of its first marginal, read off the next ``u`` update at no
     extra cost; of an unbalanced one, the largest change of ``u`` or ``v`` in one iteration.
+    ``unbalanced`` may also be a pair of (B,) arrays of finite weights, one per problem (the
+    proximal steps of unbalanced Gromov-Wasserstein).
     """
     balanced = unbalanced is None
-    phi_a, phi_b = exponents(reg, unbalanced)
+    per_problem = not balanced and getattr(unbalanced[0], "ndim", 0) == 1
+    if per_problem:  # exponents as data, so that they are gathered with the active problems
+        phis = tuple((t / (t + reg))[:, None] for t in unbalanced)
+    else:
+        phis = ()
+        phi_a, phi_b = exponents(reg, unbalanced)
 
     def data_of(M_, a_, b_):
         logK = log_kernel(xp, M_, a_, b_, reg, reg_type, balanced)
-        return logK, safe_log(xp, a_), safe_log(xp, b_), a_, b_
+        return (logK, safe_log(xp, a_), safe_log(xp, b_), a_, b_) + phis
 
     def relax(old, new, ok, pos):
         if omega == 1.0 or not balanced:
@@ -47,7 +54,8 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
         return xp.where(ok[:, None], (1 - omega) * old + omega * new, new)
 
     def step(data, state):
-        logK, loga, logb, a_, b_ = data
+        logK, loga, logb, a_, b_ = data[:5]
+        pa, pb = data[5:] if per_problem else (phi_a, phi_b)
         u, v, prev = state
         lse = ext.logsumexp(logK + v[:, None, :], axis=2)
         if balanced:  # row sums of the plan (u, v), read off this update
@@ -55,8 +63,8 @@ def solve(xp: Any, ext: Any, M: Any, a: Any, b: Any, reg: float, *, reg_type: st
         # over-relax only while the error falls: the first update of a problem and any update
         # after a rise are plain Sinkhorn steps, so over-relaxation cannot run away
         ok = (err <= prev) if balanced else None
-        u_new = relax(u, phi_a * (loga - lse), ok, a_ > 0)
-        v_new = relax(v, phi_b * (logb - ext.logsumexp(logK + u_new[:, :, None], axis=1)), ok,
+        u_new = relax(u, pa * (loga - lse), ok, a_ > 0)
+        v_new = relax(v, pb * (logb - ext.logsumexp(logK + u_new[:, :, None], axis=1)), ok,
                       b_ > 0)
         if not balanced:
             err = xp.maximum(change(xp, u_new, u), change(xp, v_new, v))
