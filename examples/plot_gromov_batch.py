@@ -160,6 +160,11 @@ t_gours = time.perf_counter() - t0
 # a GW value. We report it, and the objective of the same plan rounded onto the marginals
 # (Altschuler et al.'s rounding, which moves a plan by at most twice its marginal error).
 g_pot, g_pot_round, g_pot_err = [], [], []
+t0 = time.perf_counter()
+for C1, C2 in pairs:
+    ot.batch.solve_gromov_batch(C1[None], C2[None], reg=1, max_iter=100, max_iter_inner=50,
+                                tol=tol)
+t_gpot = time.perf_counter() - t0
 for C1, C2 in pairs:
     T = np.asarray(ot.batch.solve_gromov_batch(C1[None], C2[None], reg=1, max_iter=100,
                                                max_iter_inner=50, tol=tol).plan)
@@ -175,7 +180,7 @@ print("POT's batch on the padded batch gives NaN:", bool(np.isnan(padded_pot.pla
 print(f"\n64 graph pairs, 10-20 nodes, padded to {Ga.shape[1]}")
 print(f"{'method':<34}{'time (s)':>9}{'mean':>8}{'median':>8}")
 for name, t, v in [("loop of ot.solve_gromov", t_gloop, g_loop),
-                   ("ot.batch, one pair at a time", float("nan"), g_pot),
+                   ("ot.batch, one pair at a time", t_gpot, g_pot),
                    ("  the same plans, feasible", float("nan"), g_pot_round),
                    ("ot_batch, n_init=4", t_gours, g_ours.value)]:
     print(f"{name:<34}{t:>9.3f}{v.mean():>8.3f}{np.median(v):>8.3f}")
@@ -192,7 +197,19 @@ alone = ot_batch.solve_gromov_batch(pairs[0][0][None], pairs[0][1][None], reg=1,
                                     max_iter=100, max_iter_inner=50, tol=tol, n_init=4)
 print("padded == unpadded:", np.allclose(g_ours.plan[0, :k1, :k2], alone.plan[0], atol=1e-7))
 
-fig, ax = plt.subplots(figsize=(4.5, 4))
+###############################################################################
+# Time and objective of each solver on the graph batch
+# ----------------------------------------------------
+# Left: the wall time of each solver on the 64 pairs (this machine, NumPy). Right: the
+# objectives pair by pair; points under the diagonal are pairs where ot_batch ends lower.
+
+fig, (ax0, ax) = plt.subplots(1, 2, figsize=(9.5, 4))
+names = ["loop of\not.solve_gromov", "ot.batch,\none pair at a time", "ot_batch,\nn_init=4"]
+times = [t_gloop, t_gpot, t_gours]
+ax0.bar(names, times, color=["tab:gray", "tab:orange", "tab:blue"])
+for i, t in enumerate(times):
+    ax0.text(i, t, f"{t:.2f} s", ha="center", va="bottom")
+ax0.set_ylabel("time for the 64 pairs (s)")
 ax.plot(g_loop, g_ours.value, ".", label="vs loop of ot.solve_gromov")
 ax.plot(g_pot_round, g_ours.value, "x", alpha=0.6, label="vs ot.batch (rounded plans)")
 lim = [0, max(g_loop.max(), g_pot_round.max())]

@@ -109,6 +109,15 @@ def _sync(device: str) -> Callable[[], None]:
     return torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
 
+def _cases(workloads: Sequence[str], seed: int, quick: bool):
+    """``(name, B, n, Ca, Cb, M)`` of each workload (tiny sizes with ``quick``)."""
+    for wl in workloads:
+        B, n, fused = WORKLOADS[wl]
+        if quick:
+            B, n = min(B, 4), min(n, 16)
+        yield (wl, B, n) + structures(B, n, seed, fused)
+
+
 def run(workloads: Sequence[str], engines: Sequence[str], repeats: int, n_init: int,
         seed: int, quick: bool) -> tuple[list[dict], str]:
     import torch
@@ -117,11 +126,7 @@ def run(workloads: Sequence[str], engines: Sequence[str], repeats: int, n_init: 
     sync = _sync(device)
     table = _engines(device, n_init)
     rows = []
-    for wl in workloads:
-        B, n, fused = WORKLOADS[wl]
-        if quick:
-            B, n = min(B, 4), min(n, 16)
-        Ca, Cb, M = structures(B, n, seed, fused)
+    for wl, B, n, Ca, Cb, M in _cases(workloads, seed, quick):
         ref = None
         for name in engines:
             prepare, fn, plans = table[name]
@@ -164,11 +169,7 @@ def curve(workloads: Sequence[str], seed: int, quick: bool,
     sync = _sync(device)
     table = _engines(device, 1)
     rows = []
-    for wl in workloads:
-        B, n, fused = WORKLOADS[wl]
-        if quick:
-            B, n = min(B, 4), min(n, 16)
-        Ca, Cb, M = structures(B, n, seed, fused)
+    for wl, B, n, Ca, Cb, M in _cases(workloads, seed, quick):
         for name in ("ot_batch", "pot_batch"):
             prepare, fn, plans = table[name]
             data = prepare(Ca, Cb, M)

@@ -81,13 +81,7 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
         fCa, fCb, hCa, hCb, al, a_, b_ = d[:7]
         T, du, dv, f_prev, err_prev, n_inner, live, count = state
         c = gromov_cost.QuadraticCost(fCa, fCb, hCa, hCb, cost.symmetric)
-        LT = gromov_cost.product(xp, c, T, a_, b_)
-        al3 = al[:, None, None]
-        G = 2 * al3 * LT
-        f = al * xp.sum(LT * T, axis=(1, 2))
-        if fused:
-            G = G + (1 - al3) * d[7]
-            f = f + (1 - al) * xp.sum(d[7] * T, axis=(1, 2))
+        G, f = gromov_cost.linearize(xp, c, T, al, d[7] if fused else None, a_, b_)
         # padded (zero-weight) rows and columns get a finite kernel: their potential is
         # then -inf (no mass) instead of -inf - (-inf)
         real = (a_ > 0)[:, :, None] & (b_ > 0)[:, None, :]

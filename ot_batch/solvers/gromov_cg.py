@@ -35,13 +35,10 @@ def finish(xp: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
     """Up to ``steps`` line-searched steps towards the sharpened plan; returns the plan.
 
     ``b=None``: semi-relaxed plans (columns free)."""
-    al3 = alpha[:, None, None]
     for _ in range(steps):
         D = _sharpened(xp, T, a, b)
         X = D - T
-        G = 2 * al3 * gromov_cost.product(xp, cost, T, a, b)
-        if M is not None:
-            G = G + (1 - al3) * M
+        G = gromov_cost.linearize(xp, cost, T, alpha, M, a, b)[0]
         slope = xp.sum(G * X, axis=(1, 2))
         # X has zero row sums (and column sums when balanced), so that part of the constant
         # term of L x X vanishes; semi-relaxed, the columns' own term stays (c=None)

@@ -96,3 +96,20 @@ def product(xp: Any, cost: QuadraticCost, T: Any, r: Any = None, c: Any = None):
 def value(xp: Any, cost: QuadraticCost, T: Any):
     """``<L x T, T>`` per problem, with the plan's own marginals (exact for any plan)."""
     return xp.sum(product(xp, cost, T) * T, axis=(1, 2))
+
+
+def linearize(xp: Any, cost: QuadraticCost, T: Any, alpha: Any, M: Any = None, r: Any = None,
+              c: Any = None):
+    """Gradient ``G`` of the (fused) GW objective at ``T`` and the objective ``f`` there:
+    ``G = 2 alpha L x T + (1 - alpha) M`` and ``f = alpha <L x T, T> + (1 - alpha) <M, T>``.
+
+    ``r`` and ``c``: the marginals of the constant term (see :func:`product`).
+    """
+    LT = product(xp, cost, T, r, c)
+    al3 = alpha[:, None, None]
+    G = 2 * al3 * LT
+    f = alpha * xp.sum(LT * T, axis=(1, 2))
+    if M is not None:
+        G = G + (1 - al3) * M
+        f = f + (1 - alpha) * xp.sum(M * T, axis=(1, 2))
+    return G, f

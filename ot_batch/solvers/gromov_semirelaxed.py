@@ -62,13 +62,8 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
         fCa, fCb, hCa, hCb, al, a_, b_ = d[:7]
         T = state[0]
         c = gromov_cost.QuadraticCost(fCa, fCb, hCa, hCb, cost.symmetric)
-        LT = gromov_cost.product(xp, c, T, a_, None)  # the columns' own marginal
-        al3 = al[:, None, None]
-        G = 2 * al3 * LT
-        f = al * xp.sum(LT * T, axis=(1, 2))
-        if fused:
-            G = G + (1 - al3) * d[7]
-            f = f + (1 - al) * xp.sum(d[7] * T, axis=(1, 2))
+        # the columns' own marginal in the constant term (c=None)
+        G, f = gromov_cost.linearize(xp, c, T, al, d[7] if fused else None, a_, None)
         logit = safe_log(xp, T) - G / reg
         # padded rows (a_i = 0) get finite logits (their mass is a_i = 0 anyway): a row of
         # -inf would give NaN; padded columns get -inf (no mass)
