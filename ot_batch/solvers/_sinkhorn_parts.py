@@ -73,7 +73,7 @@ def run(xp: Any, ext: Any, step: Any, data_of: Any, M: Any, a: Any, b: Any, *, f
         u0 = xp.full((batch, n), fill, dtype=M.dtype, device=dev)
         v0 = xp.full((batch, m), fill, dtype=M.dtype, device=dev)
     else:
-        u0, v0 = (ext.stop_gradient(p) for p in init)
+        u0, v0 = loop_inputs(ext, grad, *init)  # autodiff follows warm starts too
     err0 = xp.full((batch,), float("inf"), dtype=M.dtype, device=dev)
     (u, v, _), n_iter, converged, err = ext.iterate(
         step, lambda d, s: s[2], data, (u0, v0, err0), max_iter=max_iter,
