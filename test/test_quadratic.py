@@ -517,3 +517,24 @@ def test_kernels_on_cupy_arrays(n):
     np.testing.assert_allclose(cupy.asnumpy(res_c.value), res_t.value.cpu().numpy(), rtol=1e-5)
     np.testing.assert_array_equal(cupy.asnumpy(res_c.log["n_iter"]),
                                   res_t.log["n_iter"].cpu().numpy())
+
+
+@pytest.mark.parametrize("loss", ["square_loss", "kl_loss"])
+def test_whole_solve_rectangular_and_kl_interpreter(loss, monkeypatch):
+    """n != m, both losses, several starts: the kernel's results are the generic solver's."""
+    from ot_batch.backends.triton import gromov_small
+    calls = []
+    real = gromov_small.solve
+    monkeypatch.setattr(gromov_small, "solve", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rng = np.random.default_rng(8)
+    X, Y = rng.random((3, 5, 2)), rng.random((3, 9, 2))
+    Ca, Cb = ot_batch.dist_batch(X, X) + 0.1, ot_batch.dist_batch(Y, Y) + 0.1  # kl: > 0
+    t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
+    opts = dict(reg=0.5, max_iter=6, max_iter_inner=100, tol=1e-6, loss=loss, n_init=2)
+    gen = ot_batch.solve_gromov_batch(t(Ca), t(Cb), backend="generic", **opts)
+    fus = ot_batch.solve_gromov_batch(t(Ca), t(Cb), backend="triton", **opts)
+    np.testing.assert_allclose(fus.value.numpy(), gen.value.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(fus.plan.numpy(), gen.plan.numpy(), atol=1e-5)
+    np.testing.assert_allclose(fus.plan.sum(1).numpy(), 1 / 9, atol=1e-6)
+    np.testing.assert_array_equal(fus.log["init"].numpy(), gen.log["init"].numpy())
+    assert calls == [1]  # one launch solved every start of every problem
