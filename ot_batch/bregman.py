@@ -9,6 +9,7 @@ from typing import Any
 
 from . import _validate
 from .solvers import proximal, sinkhorn, sinkhorn_log
+from .solvers._sinkhorn_parts import safe_log
 
 __all__ = ["bregman_projection_batch", "bregman_log_projection_batch",
            "proximal_bregman_log_plan_batch"]
@@ -149,4 +150,5 @@ def proximal_bregman_log_plan_batch(C: Any, a: Any = None, b: Any = None, nx: An
     out = proximal.solve(pb.xp, pb.ext, pb.M, pb.a, pb.b, pb.reg, inner_reg=pb.inner_reg,
                          inner_iter=pb.inner_iter, grad=pb.grad, max_iter=pb.max_iter,
                          tol=pb.tol)
-    return _pack(pb, out, log_T=pb.xp.log(out.plan))
+    # entries the proximal steps emptied are -inf, without a divide-by-zero warning
+    return _pack(pb, out, log_T=safe_log(pb.xp, out.plan))

@@ -121,8 +121,9 @@ def loss_quadratic_batch(a: Any, b: Any, Ca: Any, Cb: Any, T: Any, M: Any = None
     >>> import numpy as np, ot_batch
     >>> X = np.random.default_rng(0).normal(size=(2, 4, 2)); C = ot_batch.dist_batch(X, X)
     >>> T = np.repeat(np.eye(4)[None] / 4, 2, axis=0)
-    >>> ot_batch.loss_quadratic_batch(None, None, C, C, T)  # identity plan: GW = 0
-    array([0., 0.])
+    >>> v = ot_batch.loss_quadratic_batch(None, None, C, C, T)  # identity plan: GW = 0
+    >>> v.shape, bool(np.allclose(v, 0.0))
+    ((2,), True)
     """
     q = _validate.quadratic_inputs(Ca, Cb, a, b, loss, False, logits, M=M, alpha=alpha, T=T)
     xp = q.xp
