@@ -296,6 +296,13 @@ def _relaxed_solver(xp: Any, opts: dict, unbalanced: Any, n_init: int):
                              unbalanced=xp.concat([unbalanced] * n_init, axis=0))
 
 
+def _exact_lp(G: Any, a: Any, b: Any):
+    """Plan and duals of ``min <G, P>`` over ``Pi(a, b)`` (exact OT, host or GPU)."""
+    from .linear import solve_batch
+    res = solve_batch(G, a=a, b=b, reg=None, grad="detach")
+    return res.plan, res.potentials[0], res.potentials[1]
+
+
 def _on_accelerator(ext: Any, x: Any) -> bool:
     """Arrays whose loop checks cost a host synchronisation (CUDA torch, CuPy)."""
     return ext.name == "cupy" or bool(getattr(x, "is_cuda", False))
@@ -345,6 +352,14 @@ def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static, unbalanced=None):
             *(sg(x) for x in (cost.fCa, cost.fCb, cost.hCa, cost.hCb)), cost.symmetric)
         T = gromov_cg.finish(xp, fin_cost, None if M is None else sg(M), sg(alpha), sg(a),
                              sg(b), T, opts["finish_steps"])
+    duals = None
+    if opts["cg_steps"]:
+        sg = ext.stop_gradient
+        T, duals = gromov_cg.polish(
+            xp, gromov_cost.QuadraticCost(*(sg(x) for x in (cost.fCa, cost.fCb, cost.hCa,
+                                                             cost.hCb)), cost.symmetric),
+            None if M is None else sg(M), sg(alpha), sg(a), sg(b), sg(T), opts["cg_steps"],
+            _exact_lp, on_host=None if ext.name == "jax" else ext.to_numpy)
     quad = gromov_cost.value(xp, cost, T)
     lin = xp.zeros_like(quad) if M is None else xp.sum(M * T, axis=(1, 2))
     value_quad, value_linear = alpha * quad, (1 - alpha) * lin
@@ -355,7 +370,10 @@ def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static, unbalanced=None):
     u, v = out.potentials
     if (grad == "envelope" and opts.get("unbalanced_type") is None
             and gromov_grad.differentiable(ext, a, b)):  # zeros: d value / d (a, b)
-        value = value + gromov_grad.weight_terms(xp, ext, a, b, u, v, opts["reg"])
+        # the duals of the last exact linear program after cg_steps, else the last proximal
+        # step's potentials
+        pu, pv, preg = (u, v, opts["reg"]) if duals is None else (*duals, 1.0)
+        value = value + gromov_grad.weight_terms(xp, ext, a, b, pu, pv, preg)
     arrays = (value, value_linear, value_quad, T, u, v, out.n_iter, out.converged, out.err,
               out.n_iter_inner)
     best = xp.zeros(value.shape, dtype=xp.int32, device=getattr(value, "device", None))
@@ -371,7 +389,7 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
                        tol: float = 1e-5, max_iter_inner: int = 50, tol_inner: float = 1e-5,
                        grad: str = "envelope", logits: bool | None = None, *,
                        overrelaxation: float = 1.5, n_init: int = 1, seed: int = 0,
-                       finish_steps: int = 2, check_every: int = 5,
+                       finish_steps: int = 2, cg_steps: int = 0, check_every: int = 5,
                        verbose: bool = False, backend: str = "auto", unbalanced: Any = None,
                        unbalanced_type: str = "kl") -> OTResult:
     r"""Solve many (fused) Gromov-Wasserstein problems at once (POT's ``solve_gromov_batch``).
@@ -459,6 +477,14 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
         Conditional-gradient steps at the end, each towards the plan that puts every row's
         mass on its largest entry, with exact line search (they never increase the
         objective; 0 turns them off). Proximal steps reach a vertex slowly; these finish it.
+    cg_steps : int, default 0, keyword-only
+        Then up to ``cg_steps`` steps of POT's conditional gradient (``ot.solve_gromov``'s
+        solver) from that plan: each direction is the exact OT plan (:func:`solve_batch` with
+        ``reg=None``) for the gradient at the current plan, with exact line search; the loop
+        ends when no problem moves. They never increase the objective and end at a
+        stationary point of the linearised problem, where proximal steps stop near one; with
+        ``grad='envelope'`` the gradients in ``a`` and ``b`` are then the exact duals of the
+        last linear program. Balanced problems; not with ``grad='autodiff'``.
     check_every : int, default 5, keyword-only
         Inner iterations between convergence checks.
     verbose : bool, default False, keyword-only
@@ -513,6 +539,10 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
                                   check_every, verbose, n_init, seed, finish_steps, unbalanced,
                                   unbalanced_type)
     kind = pb.unbalanced_type
+    cg_steps = _validate.positive_int("cg_steps", cg_steps, minimum=0)
+    if cg_steps and (kind is not None or pb.grad == "autodiff"):
+        raise ValueError("cg_steps applies to balanced problems without grad='autodiff', got "
+                         f"unbalanced_type={kind!r}, grad={pb.grad!r}")
     if kind is not None and backend == "triton":
         raise ValueError(f"backend='triton' solves balanced GW only, not unbalanced_type="
                          f"{kind!r}; use backend='auto' or 'generic'")
@@ -523,7 +553,7 @@ def solve_gromov_batch(Ca: Any, Cb: Any, reg: float = 1e-2, a: Any = None, b: An
               ("grad", pb.grad), ("overrelaxation", pb.overrelaxation),
               ("check_every", pb.check_every), ("verbose", pb.verbose),
               ("n_init", pb.n_init), ("seed", pb.seed), ("finish_steps", pb.finish_steps),
-              ("backend", backend))
+              ("cg_steps", cg_steps), ("backend", backend))
     # the balanced finish rounds onto a and b: semi-relaxed plans get their own, unbalanced
     # ones none
     static = static + (("unbalanced_type", kind),

@@ -66,7 +66,8 @@ def gw_value(Ca: np.ndarray, Cb: np.ndarray, T: np.ndarray, M: np.ndarray | None
     return alpha * quad + (1 - alpha) * np.sum(M * T, axis=(1, 2))
 
 
-def _engines(device: str, n_init: int) -> dict[str, tuple[Callable, Callable, Callable]]:
+def _engines(device: str, n_init: int,
+             cg_steps: int = 0) -> dict[str, tuple[Callable, Callable, Callable]]:
     """name -> (prepare(Ca, Cb, M), run(data, **overrides), plans(result) as float64)."""
     import torch
 
@@ -84,7 +85,7 @@ def _engines(device: str, n_init: int) -> dict[str, tuple[Callable, Callable, Ca
 
     def ours(data, **kw):
         import ot_batch
-        return ot_batch.solve_gromov_batch(data[0], data[1], n_init=n_init,
+        return ot_batch.solve_gromov_batch(data[0], data[1], n_init=n_init, cg_steps=cg_steps,
                                            **{**SOLVE, **kw}, **fused(data))
 
     def pot_batch(data, **kw):
@@ -119,12 +120,12 @@ def _cases(workloads: Sequence[str], seed: int, quick: bool):
 
 
 def run(workloads: Sequence[str], engines: Sequence[str], repeats: int, n_init: int,
-        seed: int, quick: bool) -> tuple[list[dict], str]:
+        seed: int, quick: bool, cg_steps: int = 0) -> tuple[list[dict], str]:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = _sync(device)
-    table = _engines(device, n_init)
+    table = _engines(device, n_init, cg_steps)
     rows = []
     for wl, B, n, Ca, Cb, M in _cases(workloads, seed, quick):
         ref = None
@@ -196,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n-init", type=int, default=4,
                    help="ot_batch's starting plans per problem (default 4)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cg-steps", type=int, default=0,
+                   help="ot_batch's conditional-gradient steps after the proximal ones")
     p.add_argument("--curve", action="store_true",
                    help="objective-vs-time curves of ot_batch (n_init=1) and POT's batch")
     p.add_argument("--profile", action="store_true",
@@ -212,10 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if e not in ENGINES:
             p.error(f"unknown engine {e!r}")
     t0 = time.perf_counter()
-    rows, table = run(wls, engs, args.repeats, args.n_init, args.seed, args.quick)
+    rows, table = run(wls, engs, args.repeats, args.n_init, args.seed, args.quick,
+                      args.cg_steps)
     text = (f"# ot_batch bench gromov{' --quick' if args.quick else ''}\n"
             f"{report.environment()}\n\nSolver arguments: {SOLVE}, fused workloads alpha="
-            f"{ALPHA}, ot_batch n_init={args.n_init}; POT loop: ot.solve_gromov(max_iter=1000, "
+            f"{ALPHA}, ot_batch n_init={args.n_init} cg_steps={args.cg_steps}; POT loop: ot.solve_gromov(max_iter=1000, "
             f"tol=1e-3) on CPU float64; GPU engines float32.\n\n{table}\n")
     if args.curve:
         text += f"\n## Objective versus time (n_init=1, max_iter=k)\n\n{curve(wls, args.seed, args.quick)[1]}\n"

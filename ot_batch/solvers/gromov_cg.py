@@ -45,9 +45,43 @@ def finish(xp: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
         curv = alpha * xp.sum(gromov_cost.product(
             xp, cost, X, xp.zeros_like(a), None if b is None else xp.zeros_like(b)) * X,
             axis=(1, 2))
-        zero, one = xp.zeros_like(slope), xp.ones_like(slope)
-        safe = xp.where(curv > 0, curv, one)
-        gamma = xp.where(curv > 0, xp.clip(-slope / (2 * safe), 0.0, 1.0),
-                         xp.where(slope + curv < 0, one, zero))
-        T = T + gamma[:, None, None] * X
+        T = T + _line_search(xp, slope, curv)[:, None, None] * X
     return T
+
+
+def _line_search(xp: Any, slope: Any, curv: Any):
+    """The minimiser on [0, 1] of ``slope t + curv t^2`` (0 when the direction does not
+    descend)."""
+    zero, one = xp.zeros_like(slope), xp.ones_like(slope)
+    safe = xp.where(curv > 0, curv, one)
+    return xp.where(curv > 0, xp.clip(-slope / (2 * safe), 0.0, 1.0),
+                    xp.where(slope + curv < 0, one, zero))
+
+
+def polish(xp: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any, b: Any,
+           T: Any, steps: int, lp: Any, on_host: Any = None):
+    """Up to ``steps`` Frank-Wolfe steps with exact directions: POT's conditional gradient
+    (``ot.solve_gromov``) started from ``T``.
+
+    Each step solves the linear program ``D = argmin_{P in Pi(a, b)} <G, P>`` for the
+    gradient ``G`` at ``T`` (``lp(G, a, b) -> (plan, f, g)``, an exact OT solver) and moves
+    along ``D - T`` with the exact line search of :func:`finish`; no step increases the
+    objective. The loop ends early once no problem moves (``on_host`` reads a (B,) array;
+    None: never). Returns the plan and the duals ``(f, g)`` of the last linear program: at a
+    stationary plan (no move) they are the multipliers of the marginal constraints, the
+    envelope gradients of the value in ``a`` and ``b``.
+    """
+    duals = None
+    for _ in range(steps):
+        G = gromov_cost.linearize(xp, cost, T, alpha, M, a, b)[0]
+        D, f, g = lp(G, a, b)
+        duals = (f, g)
+        X = D - T
+        slope = xp.sum(G * X, axis=(1, 2))
+        curv = alpha * xp.sum(gromov_cost.product(xp, cost, X, xp.zeros_like(a),
+                                                  xp.zeros_like(b)) * X, axis=(1, 2))
+        gamma = _line_search(xp, slope, curv)
+        T = T + gamma[:, None, None] * X
+        if on_host is not None and not bool(on_host(xp.any(gamma > 0))):
+            break
+    return T, duals
