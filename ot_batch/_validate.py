@@ -481,14 +481,20 @@ def gromov_relaxation(unbalanced, unbalanced_type, batch, like, xp, ext):
         return None, kind
     if unbalanced is None:
         return None, None
+    return unbalanced_weights(unbalanced, batch, like, xp, ext, strict=True), kind
+
+
+def unbalanced_weights(unbalanced, batch, like, xp, ext, strict: bool):
+    """The (B,) marginal-penalty weights of a GW problem or loss: a number or one per
+    problem, finite, > 0 (``strict``) or >= 0, in ``like``'s library, dtype and device."""
     dev = getattr(like, "device", None)
     if isinstance(unbalanced, (list, tuple)):
         unbalanced = xp.asarray(unbalanced, dtype=like.dtype, device=dev)
     if hasattr(unbalanced, "shape") and unbalanced.ndim == 0 and not _traced(ext, unbalanced):
         unbalanced = float(unbalanced)
     if isinstance(unbalanced, Real) and not isinstance(unbalanced, bool):
-        return xp.full((batch,), nonneg_float("unbalanced", unbalanced, strict=True),
-                       dtype=like.dtype, device=dev), kind
+        return xp.full((batch,), nonneg_float("unbalanced", unbalanced, strict=strict),
+                       dtype=like.dtype, device=dev)
     if not hasattr(unbalanced, "shape"):
         raise TypeError(f"unbalanced must be a number or an array of shape ({batch},), "
                         f"got {type(unbalanced).__name__}")
@@ -502,10 +508,11 @@ def gromov_relaxation(unbalanced, unbalanced_type, batch, like, xp, ext):
     _check_float("unbalanced", unbalanced, xp)
     unbalanced = xp.astype(unbalanced, like.dtype)
     check_finite("unbalanced", unbalanced, xp, ext)
-    if not _traced(ext, unbalanced) and bool(xp.any(unbalanced <= 0)):
-        raise ValueError("unbalanced must be > 0 in every problem (0 would leave the "
-                         "marginals free)")
-    return unbalanced, kind
+    if not _traced(ext, unbalanced) and bool(xp.any(unbalanced <= 0 if strict
+                                                     else unbalanced < 0)):
+        raise ValueError(f"unbalanced must be {'> 0' if strict else '>= 0'} in every problem"
+                         + (" (0 would leave the marginals free)" if strict else ""))
+    return unbalanced
 
 
 def gromov_problem(Ca, Cb, reg, a, b, loss, symmetric, M, alpha, T_init, max_iter, tol,

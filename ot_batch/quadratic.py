@@ -142,25 +142,12 @@ def loss_quadratic_batch(a: Any, b: Any, Ca: Any, Cb: Any, T: Any, M: Any = None
         out["value_linear"] = xp.sum(q.M * T, axis=(1, 2))
     if unbalanced is not None:
         kind = _validate.choice("unbalanced_type", unbalanced_type, ("kl", "l2"))
-        lam = _unbalanced_weight(unbalanced, batch, q)
+        lam = _validate.unbalanced_weights(unbalanced, batch, q.Ca, xp, q.ext, strict=False)
         pen = _div_between_products(xp, xp.sum(T, axis=2), xp.sum(T, axis=1), q.a, q.b, kind)
         out["value_unbalanced"] = pen
         value = value + lam * pen
     out["value"] = value
     return (value, out) if log else value
-
-
-def _unbalanced_weight(unbalanced: Any, batch: int, q: _validate.QuadraticProblem):
-    xp = q.xp
-    if isinstance(unbalanced, (list, tuple)):
-        unbalanced = xp.asarray(unbalanced, dtype=q.Ca.dtype,
-                                device=getattr(q.Ca, "device", None))
-    if hasattr(unbalanced, "shape") and unbalanced.ndim > 0:
-        if tuple(unbalanced.shape) != (batch,):
-            raise ValueError(f"unbalanced must be a number or have shape ({batch},), "
-                             f"got {tuple(unbalanced.shape)}")
-        return unbalanced
-    return _validate.nonneg_float("unbalanced", float(unbalanced))
 
 
 def loss_quadratic_samples_batch(a: Any, b: Any, Ca: Any, Cb: Any, T: Any,
@@ -329,14 +316,16 @@ def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static, unbalanced=None):
     # backend="triton": the whole-solve kernel where it fits, else the fused inner solves
     solver = pick("gromov_solve", "auto" if opts["backend"] == "triton" else opts["backend"],
                   gromov.solve, ext=ext, like=Ca, grad=grad, cost=cost, verbose=opts["verbose"])
-    if solver is gromov.solve and _on_accelerator(ext, Ca):
-        # a convergence check is a host synchronisation: one every few steps (each problem
-        # still stops at its own step)
-        solver = functools.partial(gromov.solve, check_every=4)
+    # semi-relaxed and unbalanced problems: their own proximal steps, the same call
+    relaxed = _relaxed_solver(xp, opts, unbalanced, K)
+    if relaxed is not None:
+        solver = relaxed
     elif solver is _whole_solve:  # the kernel also rounds and finishes the plans
         solver = functools.partial(_whole_solve, finish_steps=opts["finish_steps"])
-    # semi-relaxed and unbalanced problems: their own proximal steps, the same call
-    solver = _relaxed_solver(xp, opts, unbalanced, K) or solver
+    if _on_accelerator(ext, Ca) and getattr(solver, "func", solver) is not _whole_solve:
+        # a convergence check is a host synchronisation: one every few steps (each problem
+        # still stops at its own step)
+        solver = functools.partial(solver, check_every=4)
     out = solver(
         xp, ext, cost, M, alpha, a, b, opts["reg"], T_init, max_iter=opts["max_iter"],
         tol=opts["tol"], max_iter_inner=opts["max_iter_inner"], tol_inner=opts["tol_inner"],

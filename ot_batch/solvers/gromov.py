@@ -51,6 +51,52 @@ def inner_generic(xp: Any, ext: Any, cost: Any, a: Any, b: Any, reg: float, init
     return out.plan, out.potentials[0], out.potentials[1], out.n_iter
 
 
+def step_error(xp: Any, f: Any, f_prev: Any, T_new: Any, T: Any, mass: Any):
+    """The stopping error of a proximal step: the relative change of the objective ``f``, or
+    the total variation of the plan's change relative to ``mass``, whichever is smaller."""
+    tiny = xp.full_like(f, float(xp.finfo(f.dtype).smallest_normal))
+    rel = xp.abs(f - f_prev) / xp.maximum(xp.abs(f), tiny)
+    tv = xp.sum(xp.abs(T_new - T), axis=(1, 2)) / mass
+    return xp.where(xp.isnan(rel), tv, xp.minimum(rel, tv))
+
+
+def iterate_frozen(xp: Any, ext: Any, step: Any, err_index: int, data: tuple, state: tuple, *,
+                   max_iter: int, tol: float, check_every: int, differentiable: bool,
+                   verbose: bool):
+    """``ext.iterate`` where each problem stops at its own step whatever ``check_every``.
+
+    ``state[err_index]`` is the error ``step`` leaves. Once a problem's error is below ``tol``
+    (or not finite) its state is frozen (masked) until the next check removes it, so
+    ``check_every`` steps may run between checks (host synchronisations on a GPU) without
+    changing the result. Returns ``(state, n_iter, converged)``: its own step count per
+    problem.
+    """
+    def frozen(d, s):
+        *old, live, count = s
+        new = step(d, tuple(old))
+        kept = tuple(xp.where(xp.reshape(live, (-1,) + (1,) * (x.ndim - 1)), x, o)
+                     for x, o in zip(new, old))
+        err = kept[err_index]
+        stop = (err < tol) | ~xp.isfinite(err)
+        return kept + (live & ~stop, count + xp.astype(live, count.dtype))
+
+    def error(d, s):
+        # stopped problems read as converged (-1) or broken (inf) until the check removes them
+        err, live = s[err_index], s[-2]
+        done = xp.where(err < tol, xp.full_like(err, -1.0), xp.full_like(err, float("inf")))
+        return xp.where(live, err, done)
+
+    batch, dev = state[0].shape[0], getattr(state[0], "device", None)
+    state = tuple(state) + (xp.ones((batch,), dtype=xp.bool, device=dev),
+                            xp.zeros((batch,), dtype=xp.int32, device=dev))
+    out, _, converged, _ = ext.iterate(frozen, error, data, state, max_iter=max_iter,
+                                       check_every=check_every, tol=tol,
+                                       differentiable=differentiable, verbose=verbose)
+    count = out[-1]
+    n_iter = count if ext.name == "jax" else xp.astype(count, xp.int64)
+    return out[:-2], n_iter, converged
+
+
 def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
           b: Any, reg: float, T_init: Any, *, max_iter: int, tol: float, max_iter_inner: int,
           tol_inner: float, grad: str, omega: float, check_every_inner: int,
@@ -79,7 +125,7 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
 
     def step(d, state):
         fCa, fCb, hCa, hCb, al, a_, b_ = d[:7]
-        T, du, dv, f_prev, err_prev, n_inner, live, count = state
+        T, du, dv, f_prev, _, n_inner = state
         c = gromov_cost.QuadraticCost(fCa, fCb, hCa, hCb, cost.symmetric)
         G, f = gromov_cost.linearize(xp, c, T, al, d[7] if fused else None, a_, b_)
         # padded (zero-weight) rows and columns get a finite kernel: their potential is
@@ -90,32 +136,15 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
             xp, ext, G - reg * logT, a_, b_, reg, (du, dv), grad=inner_grad,
             max_iter=max_iter_inner, tol=tol_inner, check_every=check_every_inner,
             omega=omega)
-        scale = xp.maximum(xp.abs(f), xp.full_like(f, float(xp.finfo(dtype).smallest_normal)))
-        rel = xp.abs(f - f_prev) / scale
-        tv = xp.sum(xp.abs(T_new - T), axis=(1, 2)) / xp.sum(a_, axis=1)
-        err = xp.where(xp.isnan(rel), tv, xp.minimum(rel, tv))
-        n_it = xp.where(live, xp.astype(n_it, n_inner.dtype), xp.zeros_like(n_inner))
-        new = (xp.where(live[:, None, None], T_new, T), xp.where(live[:, None], u, du),
-               xp.where(live[:, None], v, dv), xp.where(live, f, f_prev),
-               xp.where(live, err, err_prev), n_inner + n_it)
-        stop = (err < tol) | ~xp.isfinite(err)
-        return new + (live & ~stop, count + xp.astype(live, count.dtype))
-
-    def error(d, s):
-        # stopped problems read as converged (-1) or broken (inf) until the check removes them
-        err, live = s[4], s[6]
-        done = xp.where(err < tol, xp.full_like(err, -1.0), xp.full_like(err, float("inf")))
-        return xp.where(live, err, done)
+        err = step_error(xp, f, f_prev, T_new, T, xp.sum(a_, axis=1))
+        return T_new, u, v, f, err, n_inner + xp.astype(n_it, n_inner.dtype)
 
     inf = xp.full((batch,), float("inf"), dtype=dtype, device=dev)
     state = (T_init, xp.zeros((batch, n), dtype=dtype, device=dev),
              xp.zeros((batch, m), dtype=dtype, device=dev), inf, inf,
-             xp.zeros((batch,), dtype=xp.int32, device=dev),
-             xp.ones((batch,), dtype=xp.bool, device=dev),
              xp.zeros((batch,), dtype=xp.int32, device=dev))
-    (T, u, v, _, err, n_inner, _, count), _, converged, _ = ext.iterate(
-        step, error, data, state, max_iter=max_iter, check_every=check_every, tol=tol,
+    (T, u, v, _, err, n_inner), n_iter, converged = iterate_frozen(
+        xp, ext, step, 4, data, state, max_iter=max_iter, tol=tol, check_every=check_every,
         differentiable=grad == "autodiff", verbose=verbose)
-    n_iter = xp.astype(count, xp.int64) if ext.name != "jax" else count
     plan = round_to_marginals(xp, T, data[5], data[6])
     return GromovOutput(plan, (u, v), n_iter, converged, err, n_inner)

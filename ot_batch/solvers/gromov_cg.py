@@ -36,26 +36,28 @@ def finish(xp: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
 
     ``b=None``: semi-relaxed plans (columns free)."""
     for _ in range(steps):
-        D = _sharpened(xp, T, a, b)
-        X = D - T
         G = gromov_cost.linearize(xp, cost, T, alpha, M, a, b)[0]
-        slope = xp.sum(G * X, axis=(1, 2))
-        # X has zero row sums (and column sums when balanced), so that part of the constant
-        # term of L x X vanishes; semi-relaxed, the columns' own term stays (c=None)
-        curv = alpha * xp.sum(gromov_cost.product(
-            xp, cost, X, xp.zeros_like(a), None if b is None else xp.zeros_like(b)) * X,
-            axis=(1, 2))
-        T = T + _line_search(xp, slope, curv)[:, None, None] * X
+        T = _towards(xp, cost, alpha, a, b, T, _sharpened(xp, T, a, b), G)[0]
     return T
 
 
-def _line_search(xp: Any, slope: Any, curv: Any):
-    """The minimiser on [0, 1] of ``slope t + curv t^2`` (0 when the direction does not
-    descend)."""
+def _towards(xp: Any, cost: gromov_cost.QuadraticCost, alpha: Any, a: Any, b: Any, T: Any,
+             D: Any, G: Any):
+    """The exact line search from ``T`` towards ``D`` (``G``: the gradient at ``T``):
+    ``(new plan, step)``, the step minimising the quadratic objective on [0, 1] (0 when the
+    direction does not descend)."""
+    X = D - T
+    slope = xp.sum(G * X, axis=(1, 2))
+    # X has zero row sums (and column sums when balanced), so that part of the constant term
+    # of L x X vanishes; semi-relaxed, the columns' own term stays (c=None)
+    curv = alpha * xp.sum(gromov_cost.product(
+        xp, cost, X, xp.zeros_like(a), None if b is None else xp.zeros_like(b)) * X,
+        axis=(1, 2))
     zero, one = xp.zeros_like(slope), xp.ones_like(slope)
     safe = xp.where(curv > 0, curv, one)
-    return xp.where(curv > 0, xp.clip(-slope / (2 * safe), 0.0, 1.0),
-                    xp.where(slope + curv < 0, one, zero))
+    gamma = xp.where(curv > 0, xp.clip(-slope / (2 * safe), 0.0, 1.0),
+                     xp.where(slope + curv < 0, one, zero))
+    return T + gamma[:, None, None] * X, gamma
 
 
 def polish(xp: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any, b: Any,
@@ -76,12 +78,7 @@ def polish(xp: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
         G = gromov_cost.linearize(xp, cost, T, alpha, M, a, b)[0]
         D, f, g = lp(G, a, b)
         duals = (f, g)
-        X = D - T
-        slope = xp.sum(G * X, axis=(1, 2))
-        curv = alpha * xp.sum(gromov_cost.product(xp, cost, X, xp.zeros_like(a),
-                                                  xp.zeros_like(b)) * X, axis=(1, 2))
-        gamma = _line_search(xp, slope, curv)
-        T = T + gamma[:, None, None] * X
+        T, gamma = _towards(xp, cost, alpha, a, b, T, D, G)
         if on_host is not None and not bool(on_host(xp.any(gamma > 0))):
             break
     return T, duals

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import gromov_cg, gromov_cost
 from ._sinkhorn_parts import safe_log
-from .gromov import GromovOutput
+from .gromov import GromovOutput, iterate_frozen, step_error
 
 
 def _project_rows(xp: Any, T: Any, a: Any, cols: Any):
@@ -40,7 +40,8 @@ def _project_rows(xp: Any, T: Any, a: Any, cols: Any):
 
 def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
           b: Any, reg: float, T_init: Any, *, max_iter: int, tol: float, grad: str,
-          verbose: bool, finish_steps: int = 0, **_: Any) -> GromovOutput:
+          verbose: bool, finish_steps: int = 0, check_every: int = 1,
+          **_: Any) -> GromovOutput:
     """Run the proximal steps; see the module docstring.
 
     Arguments as :func:`ot_batch.solvers.gromov.solve` (the Sinkhorn options are not used);
@@ -71,16 +72,13 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
         logit = xp.where((b_ > 0)[:, None, :], logit, xp.full_like(logit, -float("inf")))
         u = ext.logsumexp(logit, axis=2)
         T_new = a_[:, :, None] * xp.exp(logit - u[:, :, None])
-        scale = xp.maximum(xp.abs(f), xp.full_like(f, float(xp.finfo(dtype).smallest_normal)))
-        rel = xp.abs(f - state[2]) / scale
-        tv = xp.sum(xp.abs(T_new - T), axis=(1, 2)) / xp.sum(a_, axis=1)
-        err = xp.where(xp.isnan(rel), tv, xp.minimum(rel, tv))
+        err = step_error(xp, f, state[2], T_new, T, xp.sum(a_, axis=1))
         return T_new, safe_log(xp, a_) - u, f, err
 
     inf = xp.full((batch,), float("inf"), dtype=dtype, device=dev)
     state = (T_init, xp.zeros((batch, n), dtype=dtype, device=dev), inf, inf)
-    (T, u, _, _), n_iter, converged, err = ext.iterate(
-        step, lambda d, s: s[3], data, state, max_iter=max_iter, check_every=1, tol=tol,
+    (T, u, _, err), n_iter, converged = iterate_frozen(
+        xp, ext, step, 3, data, state, max_iter=max_iter, tol=tol, check_every=check_every,
         differentiable=grad == "autodiff", verbose=verbose)
     if finish_steps:
         c = gromov_cost.QuadraticCost(*data[:4], cost.symmetric)

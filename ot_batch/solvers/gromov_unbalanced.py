@@ -53,7 +53,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import gromov_cost, sinkhorn_log
-from .gromov import GromovOutput
+from .gromov import GromovOutput, iterate_frozen
 
 
 def _entropy(xp: Any, mu: Any, w: Any):
@@ -90,16 +90,14 @@ def _damped(xp: Any, log_new: Any, log_old: Any):
 
 def _objective(xp: Any, cost: Any, M: Any, al: Any, lam: Any, a: Any, b: Any, T: Any,
                kind: str):
-    """``(F(T) - F(0), L x T, T 1, T^T 1)``. ``F(0) = lam D(0)`` is left out: ``F`` is flat
+    """``(F(T) - F(0), G, T 1, T^T 1)`` with ``G`` the gradient of the (fused) GW part.
+    ``F(0) = lam D(0)`` is left out: ``F`` is flat
     near zero mass, and the relative change of ``F - F(0)`` still sees the plan moving."""
     mu, nu = xp.sum(T, axis=2), xp.sum(T, axis=1)
-    LT = gromov_cost.product(xp, cost, T, mu, nu)
-    f = al * xp.sum(LT * T, axis=(1, 2)) + lam * (
-        penalty(xp, mu, nu, a, b, kind)
-        - penalty(xp, xp.zeros_like(mu), xp.zeros_like(nu), a, b, kind))
-    if M is not None:
-        f = f + (1 - al) * xp.sum(M * T, axis=(1, 2))
-    return f, LT, mu, nu
+    G, f = gromov_cost.linearize(xp, cost, T, al, M, mu, nu)
+    f = f + lam * (penalty(xp, mu, nu, a, b, kind)
+                   - penalty(xp, xp.zeros_like(mu), xp.zeros_like(nu), a, b, kind))
+    return f, G, mu, nu
 
 
 def _kl_step(xp, ext, G, T, logT, real, mu, nu, w, lam, a, b, reg, init, inner):
@@ -125,7 +123,8 @@ def _l2_logits(xp, G, T, logT, real, mu, nu, w, lam, a, b, reg, sigma):
 def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any, a: Any,
           b: Any, reg: float, T_init: Any, *, unbalanced: Any, kind: str, max_iter: int,
           tol: float, max_iter_inner: int, tol_inner: float, grad: str,
-          check_every_inner: int, verbose: bool, **_: Any) -> GromovOutput:
+          check_every_inner: int, verbose: bool, check_every: int = 1,
+          **_: Any) -> GromovOutput:
     """Run the proximal steps; see the module docstring.
 
     Arguments as :func:`ot_batch.solvers.gromov.solve`, plus ``unbalanced`` (B,), the weight
@@ -155,9 +154,7 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
         Md = d[8] if fused else None
         T, du, dv, f_prev, _, n_inner, sigma = state
         c = gromov_cost.QuadraticCost(fCa, fCb, hCa, hCb, cost.symmetric)
-        f, LT, mu, nu = _objective(xp, c, Md, al, lam, a_, b_, T, kind)
-        al3 = al[:, None, None]
-        G = 2 * al3 * LT if Md is None else 2 * al3 * LT + (1 - al3) * Md
+        f, G, mu, nu = _objective(xp, c, Md, al, lam, a_, b_, T, kind)
         mass = xp.sum(mu, axis=1)
         log_mass = xp.log(floor(mass))
         # (w floored at eps: the steps of an all but empty plan stay finite)
@@ -198,7 +195,7 @@ def solve(xp: Any, ext: Any, cost: gromov_cost.QuadraticCost, M: Any, alpha: Any
              xp.zeros((batch, m), dtype=dtype, device=dev), inf, inf,
              xp.zeros((batch,), dtype=xp.int32, device=dev),
              xp.ones((batch,), dtype=dtype, device=dev))
-    (T, u, v, _, _, n_inner, _), n_iter, converged, err = ext.iterate(
-        step, lambda d, s: s[4], data, state, max_iter=max_iter, check_every=1, tol=tol,
+    (T, u, v, _, err, n_inner, _), n_iter, converged = iterate_frozen(
+        xp, ext, step, 4, data, state, max_iter=max_iter, tol=tol, check_every=check_every,
         differentiable=grad == "autodiff", verbose=verbose)
     return GromovOutput(T, (u, v), n_iter, converged, err, n_inner)
