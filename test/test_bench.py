@@ -150,7 +150,7 @@ from ot_batch.bench.timing import Timing  # noqa: E402
 
 BATCH_WLS = ["pot_doc", "small", "medium", "large"]
 BATCH_ENGS = ["ot_batch", "ot_batch_generic", "ot_batch_points", "pot_batch_torch", "ott_vmap",
-              "geomloss"]
+              "flash_sinkhorn_loop", "geomloss", "geomloss_keops"]
 ALWAYS = {"ot_batch", "ot_batch_generic", "ot_batch_points", "pot_batch_torch"}
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                  reason="the batch suite's engines run on torch")
@@ -275,15 +275,15 @@ def test_batch_quick_run_csv(batch_run):
             assert math.isclose(hbm, 1e3 * 8 * wl.B * wl.n * wl.m / 3.0e12)
             assert math.isclose(float(r["exp_bound_ms_per_iter"]),
                                 1e3 * 2 * wl.B * wl.n * wl.m / 3.9e12)
-            if e not in available:
-                assert "not installed" in r["skipped"]
+            if e not in available:  # a missing package, or no CUDA for FlashSinkhorn
+                assert r["skipped"] == BATCH_ENGINES[e].available()
                 continue
             assert r["skipped"] == "" and int(r["repeats"]) == 1
             assert int(r["B"]) == wl.B and int(r["n"]) == wl.n
             assert r["device"] in ("cpu", "cuda", "gpu")
             median = float(r["median_s"])
             assert median > 0
-            if e == "geomloss":  # own schedule, own value: total time only, not verified
+            if not BATCH_ENGINES[e].comparable:  # GeomLoss: total time only, not verified
                 assert r["comparable"] == "False"
                 assert math.isnan(float(r["ms_per_iter"]))
                 assert math.isnan(float(r["max_rel_diff_value_linear"]))
@@ -368,6 +368,141 @@ def test_batch_missing_package_is_skipped(tmp_path, capsys, monkeypatch):
     assert "pot_doc        ott_vmap / ot_batch: not measured (target >= 5x)" in text
     _, rows = _read(tmp_path / "batch.csv")
     assert [r["skipped"] for r in rows] == ["", "ott is not installed"]
+
+
+def _has(module):
+    return importlib.util.find_spec(module) is not None
+
+
+def test_batch_peers_flash_sinkhorn_and_keops_are_registered():
+    """FlashSinkhorn (loop, comparable) and GeomLoss on KeOps (a GeomLoss, not comparable) are
+    engines of the suite, run by default, and say why they cannot run here (if they cannot)."""
+    from ot_batch.bench.device_engines import GeomLoss
+    from ot_batch.bench.suites import SUITES
+
+    flash, keops = BATCH_ENGINES["flash_sinkhorn_loop"], BATCH_ENGINES["geomloss_keops"]
+    assert {"flash_sinkhorn_loop", "geomloss_keops"} <= set(SUITES["batch"].engines)
+    assert flash.kind == "loop" and flash.comparable and flash.points
+    assert isinstance(keops, GeomLoss) and not keops.comparable and keops.points
+    assert (keops.backend, BATCH_ENGINES["geomloss"].backend) == ("online", "tensorized")
+    missing = [m for m in ("torch", "flash_sinkhorn") if not _has(m)]
+    if missing:
+        assert flash.available() == f"{missing[0]} is not installed"
+    else:
+        import torch
+
+        assert flash.available() == (None if torch.cuda.is_available()
+                                     else "needs a CUDA device")
+    missing = [m for m in ("torch", "geomloss", "pykeops") if not _has(m)]
+    assert keops.available() == (f"{missing[0]} is not installed" if missing else None)
+
+
+@needs_torch
+def test_batch_flash_sinkhorn_needs_cuda(monkeypatch):
+    import torch
+
+    if not _has("flash_sinkhorn"):
+        pytest.skip("flash_sinkhorn is not installed")
+    flash = BATCH_ENGINES["flash_sinkhorn_loop"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert flash.available() == "needs a CUDA device"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert flash.available() is None
+
+
+@needs_torch
+def test_batch_new_peers_skipped_in_the_run(tmp_path, capsys, monkeypatch):
+    """Without pykeops (or without CUDA for FlashSinkhorn) the run goes on and says why."""
+    monkeypatch.setattr(BATCH_ENGINES["geomloss_keops"], "available",
+                        lambda: "pykeops is not installed")
+    monkeypatch.setattr(BATCH_ENGINES["flash_sinkhorn_loop"], "available",
+                        lambda: "needs a CUDA device")
+    rc = main(["batch", "--quick", "--workloads", "pot_doc", "--engines",
+               "ot_batch,flash_sinkhorn_loop,geomloss_keops", "--repeats", "1",
+               "--no-progress", "--no-plot", "--out", str(tmp_path)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "flash_sinkhorn_loop skipped: needs a CUDA device" in text
+    assert "geomloss_keops skipped: pykeops is not installed" in text
+    _, rows = _read(tmp_path / "batch.csv")
+    assert [r["skipped"] for r in rows] == ["", "needs a CUDA device", "pykeops is not installed"]
+
+
+def _flash_alternating(C, eps, iters, f_first=True):
+    """NumPy transcription of FlashSinkhorn's ``sinkhorn_flashstyle_alternating`` (balanced,
+    GeomLoss's convention, uniform weights): f = g = 0, then ``iters`` times an f-update from
+    g and a g-update from the new f (``f_first=False``: g first, OTT-JAX's order)."""
+    from scipy.special import logsumexp
+
+    n, m = C.shape
+    f, g = np.zeros(n), np.zeros(m)
+
+    def f_update(g):
+        return -eps * logsumexp((g[None, :] - C) / eps - np.log(m), axis=1)
+
+    def g_update(f):
+        return -eps * logsumexp((f[:, None] - C) / eps - np.log(n), axis=0)
+    for _ in range(iters):
+        if f_first:
+            f = f_update(g)
+            g = g_update(f)
+        else:
+            g = g_update(f)
+            f = f_update(g)
+    return f, g
+
+
+def test_batch_flash_sinkhorn_value_is_pots():
+    """FlashSinkhorn's iterates are POT's ot.batch ones: the plan of its potentials after
+    max_iter iterations (summarize, from _plan_value) has POT's value_linear; three iterations,
+    where the other order (g first) is 4e-4 away."""
+    import dataclasses
+
+    import ot
+
+    from ot_batch.bench.device_engines import Prepared, _plan_value
+
+    wl = batch_workloads.WORKLOADS["small"].quick_version()
+    pb = dataclasses.replace(wl.generate(seed=2), max_iter=3)
+    M = pb.M.astype(np.float64)
+    ref = np.asarray(ot.batch.solve_batch(M, reg=pb.reg, max_iter=pb.max_iter, tol=0.0,
+                                          method="log_sinkhorn").value_linear)
+    raw = [_flash_alternating(C, pb.reg, pb.max_iter) for C in M]
+    out = BATCH_ENGINES["flash_sinkhorn_loop"].summarize(raw, Prepared(pb, (), n_iter=3))
+    np.testing.assert_allclose(out.value_linear, ref, rtol=1e-12)
+    assert out.n_iter.tolist() == [3] * wl.B and out.converged is None
+    other = np.array([_plan_value(*_flash_alternating(C, pb.reg, pb.max_iter, f_first=False),
+                                  C, pb.reg) for C in M])
+    assert np.max(np.abs(other - ref) / ref) > 1e-4
+
+
+@needs_torch
+def test_batch_flash_sinkhorn_loss_is_the_suite_problem():
+    """The SamplesLoss each problem gets: alternating, exactly max_iter iterations at eps = reg
+    (no epsilon scaling, no early stop), potentials, float32 products; its cost |x - y|^2 of
+    the suite's (1/sqrt(d)) points is M."""
+    if not _has("flash_sinkhorn"):
+        pytest.skip("flash_sinkhorn is not installed")
+    import torch
+
+    from ot_batch.bench.device_engines import FlashSinkhornLoop
+
+    wl = batch_workloads.WORKLOADS["medium"].quick_version()
+    pb = wl.generate(seed=5)
+    loss = FlashSinkhornLoop.loss(wl.reg, wl.max_iter)
+    assert loss.backend == "alternating" and loss.potentials and not loss.debias
+    assert not loss.use_epsilon_scaling and loss.threshold is None
+    assert not loss.allow_tf32 and not loss.truncate_tf32 and not loss.normalize
+    x, y = torch.as_tensor(pb.X[0]), torch.as_tensor(pb.Y[0])
+    assert loss._eps_list_for_inputs(x, y) == [wl.reg] * wl.max_iter
+    X, Y = pb.X.astype(np.float64), pb.Y.astype(np.float64)
+    cost = loss.cost_scale * ((X[:, :, None] - Y[:, None]) ** 2).sum(-1)
+    np.testing.assert_allclose(cost, pb.M, rtol=1e-5, atol=1e-7)
+    if not torch.cuda.is_available():
+        # On the CPU the call fails (CUDA tensors only): the case is skipped, with the error.
+        flash = BATCH_ENGINES["flash_sinkhorn_loop"]
+        with pytest.raises(runner.Skip, match="failed: ValueError: .*requires CUDA tensors"):
+            flash.run(flash.prepare(pb))
 
 
 @needs_torch

@@ -47,7 +47,7 @@ def environment() -> str:
         parts.append(f"torch {torch.__version__} ({dev})")
     except ImportError:
         pass
-    for dist in ("jax", "ott-jax", "geomloss", "triton"):
+    for dist in ("jax", "ott-jax", "geomloss", "pykeops", "flash-sinkhorn", "triton"):
         v = _version(dist)
         if v is not None:
             parts.append(f"{dist} {v}")
@@ -116,9 +116,10 @@ def notes(cases: Sequence[Case]) -> str:
         lines += [f"{name}: FLAG {c.engine} differs from {ref} by {c.rel_diff:.1e} relative "
                   f"(> {FLAG_REL_DIFF:g})" for c in group if _flagged(c)]
     if any(not c.comparable and c.output is not None for c in cases):
-        lines.append("geomloss: runs its own epsilon-scaling schedule (scaling=0.9) and returns "
-                     "its dual objective, not value_linear: its time is the total (no ms/iter; "
-                     "'x ot_batch' compares total times) and its value is not verified.")
+        lines.append("geomloss, geomloss_keops: run their own epsilon-scaling schedule "
+                     "(scaling=0.9) and return their dual objective, not value_linear: their "
+                     "time is the total (no ms/iter; 'x ot_batch' compares total times) and "
+                     "their value is not verified.")
     lines.append("")
     lines.append(f"ms / iter: median batch time / iterations (every solve runs exactly max_iter, "
                  f"tol=0). HBM bound: 8 B n m bytes (two fp32 reads of M) / "

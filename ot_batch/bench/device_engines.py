@@ -14,14 +14,27 @@ Each engine solves a :class:`~ot_batch.bench.workloads.Problem` from
     POT's ``ot.batch.solve_batch(M, method="log_sinkhorn", grad="detach")``.
 ``ott_vmap``
     OTT-JAX, ``jax.jit(jax.vmap(one))`` over the problems, as ``peers_batch.py`` calls it.
+``flash_sinkhorn_loop``
+    FlashSinkhorn in a Python loop, one call per problem:
+    ``flash_sinkhorn.SamplesLoss("sinkhorn", p=2, backend="alternating",
+    use_epsilon_scaling=False, eps=reg, n_iters=max_iter, potentials=True, debias=False,
+    normalize=False, half_cost=False, allow_tf32=False)(a, x, b, y)`` on the ``1/sqrt(d)``
+    points (its cost ``|x - y|^2`` is then ``M``). Its alternating iteration is POT's (f from
+    g = 0, then g), so ``value_linear``, the cost of the plan of the returned potentials
+    (formed outside the timed call), is comparable. CUDA only.
 ``geomloss``
     GeomLoss ``SamplesLoss("sinkhorn", p=2, blur=sqrt(reg), scaling=0.9, debias=False,
     backend="tensorized")``. It runs its own epsilon-scaling schedule and returns the dual
     objective, so it is not ``comparable``: its total time is reported, not a time per
     iteration, and its value is not verified.
+``geomloss_keops``
+    The same with ``backend="online"`` (KeOps; needs ``pykeops``, which compiles each formula
+    at first use, in the untimed warm-up).
 
 Every solve runs ``tol=0`` for exactly ``max_iter`` iterations. The torch engines run on CUDA
-when ``torch.cuda.is_available()``, else on the CPU; OTT-JAX runs on JAX's default device.
+when ``torch.cuda.is_available()``, else on the CPU (``flash_sinkhorn_loop`` is then skipped);
+OTT-JAX runs on JAX's default device. A peer whose library fails (a KeOps or Triton build, an
+out-of-memory error) is reported as skipped, with the error, and the suite goes on.
 Copies to the device happen in the untimed ``prepare``; ``sync`` (torch) or
 ``block_until_ready`` (JAX) makes the timed run include the queued device work.
 """
@@ -35,6 +48,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .engines import Engine, Output, _needs
+from .large_engines import _brief, _preload_cuda_libs
+from .runner import Skip
 from .workloads import Problem
 
 __all__ = ["Prepared", "TorchEngine", "BATCH_ENGINES"]
@@ -64,12 +79,18 @@ class TorchEngine(Engine):
     warmup_full = True
     points = False  # True: ``run`` gets the point clouds, else the cost tensor
     requires: tuple[str, ...] = ("torch",)
+    cuda_only = False  # True: the library takes CUDA tensors only
 
     def available(self) -> str | None:
         for module in self.requires:
             reason = _needs(module)
             if reason is not None:
                 return reason
+        if self.cuda_only:
+            import torch
+
+            if not torch.cuda.is_available():
+                return "needs a CUDA device"
         return None
 
     def device(self) -> str:
@@ -151,12 +172,114 @@ class PotBatchTorch(TorchEngine):
         return Output(_numpy(res.value_linear), n_iter, None)
 
 
+def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; a failure of a peer's library becomes :class:`~ot_batch.bench.runner.Skip`.
+
+    A KeOps or Triton build that fails, or an out-of-memory error, then skips the case with
+    the error instead of ending the suite.
+    """
+    try:
+        return fn(*args)
+    except Exception as exc:
+        raise Skip(f"failed: {_brief(exc)}") from None
+
+
+def _plan_value(f: np.ndarray, g: np.ndarray, M: np.ndarray, reg: float) -> float:
+    """``<P, M>`` of the plan of potentials in GeomLoss's convention, uniform weights, float64.
+
+    Parameters
+    ----------
+    f, g : ndarray, shapes (n,) and (m,)
+        Potentials with the weights kept apart (FlashSinkhorn's and GeomLoss's default):
+        ``P_ij = a_i b_j exp((f_i + g_j - M_ij) / reg)``, ``a = 1/n``, ``b = 1/m``.
+    M : ndarray, shape (n, m)
+        The cost the potentials were computed for.
+    reg : float
+        The regularization (epsilon).
+
+    Returns
+    -------
+    float
+        ``sum_ij P_ij M_ij``, the ``value_linear`` of POT and ot_batch.
+    """
+    f, g, M = (np.asarray(t, dtype=np.float64) for t in (f, g, M))
+    n, m = M.shape
+    P = np.exp((f[:, None] + g[None, :] - M) / reg) / (n * m)
+    return float(np.sum(P * M))
+
+
+class FlashSinkhornLoop(TorchEngine):
+    """FlashSinkhorn's alternating solver, one call per problem, at the suite's settings.
+
+    Each call is ``SamplesLoss(backend="alternating", use_epsilon_scaling=False, eps=reg,
+    n_iters=max_iter, potentials=True, ...)(a, x, b, y)``: exactly ``max_iter`` iterations at
+    ``reg`` (no threshold, so no early stop), each an f-update from g, then a g-update from the
+    new f, from f = g = 0 (``sinkhorn_flashstyle_alternating``, its fused kernels). These are
+    POT's ``ot.batch`` iterates (u from v = 0, then v): with uniform ``b``, g = 0 and POT's
+    v = 0 differ by a constant, which the first f-update absorbs. It returns the potentials
+    (``potentials=False`` would return the dual objective, not ``value_linear``), so the value
+    is the cost of their plan, :func:`_plan_value` of the suite's ``M``, outside the timed
+    call: the engine is ``comparable``. ``half_cost=False``: its cost is ``|x - y|^2``, which
+    is ``M`` for the suite's ``1/sqrt(d)`` points. ``allow_tf32=False``: float32 products, as
+    the suite's other engines (TF32 would also round the coordinates to 10-bit mantissas, far
+    beyond the 1e-5 the values are verified to). It centres each pair of clouds first (the
+    cost does not change). CUDA only: without CUDA the engine is unavailable.
+    """
+
+    name = "flash_sinkhorn_loop"
+    kind = "loop"
+    description = ("Python loop of flash_sinkhorn.SamplesLoss(backend='alternating', "
+                   "use_epsilon_scaling=False, eps=reg, n_iters=max_iter, potentials=True, "
+                   "allow_tf32=False), value_linear from the potentials' plan")
+    points = True
+    requires = ("torch", "flash_sinkhorn")
+    cuda_only = True  # flash_sinkhorn.SamplesLoss requires CUDA tensors
+
+    @staticmethod
+    def loss(reg: float, max_iter: int) -> Any:
+        """The ``flash_sinkhorn.SamplesLoss`` each problem is solved with."""
+        from flash_sinkhorn import SamplesLoss
+
+        return SamplesLoss("sinkhorn", p=2, backend="alternating", use_epsilon_scaling=False,
+                           eps=reg, n_iters=max_iter, potentials=True, debias=False,
+                           normalize=False, half_cost=False, allow_tf32=False, autotune=True)
+
+    def prepare(self, pb: Problem) -> Prepared:
+        import torch
+
+        data = super().prepare(pb)
+        X, Y = data.args
+        # The suite's weights are uniform (Problem.a and .b are None), as for the other engines.
+        a = torch.full((X.shape[1],), 1.0 / X.shape[1], dtype=X.dtype, device=X.device)
+        b = torch.full((Y.shape[1],), 1.0 / Y.shape[1], dtype=Y.dtype, device=Y.device)
+        data.args = (X, Y, a, b)
+        data.fn = self.loss(pb.reg, pb.max_iter)
+        data.n_iter = pb.max_iter
+        self.sync()
+        return data
+
+    def run(self, data: Prepared) -> Any:
+        return _guarded(self._loop, data)
+
+    @staticmethod
+    def _loop(data: Prepared) -> list:
+        X, Y, a, b = data.args
+        return [data.fn(a, x, b, y) for x, y in zip(X, Y)]  # (f, g) per problem
+
+    def summarize(self, res: Any, data: Prepared) -> Output:
+        pb = data.pb
+        value = np.array([_plan_value(_numpy(f), _numpy(g), M, pb.reg)
+                          for (f, g), M in zip(res, pb.M)])
+        return Output(value, np.full(len(res), data.n_iter), None)
+
+
 class GeomLoss(TorchEngine):
     name = "geomloss"
     description = "GeomLoss SamplesLoss('sinkhorn', backend='tensorized'), eps-scaling"
     points = True
     comparable = False
     requires = ("torch", "geomloss")
+    backend = "tensorized"
 
     def prepare(self, pb: Problem) -> Prepared:
         from geomloss import SamplesLoss
@@ -166,7 +289,7 @@ class GeomLoss(TorchEngine):
         # sqrt(2) makes it M, as peers_batch.py's sqrt(2/d) does from the raw points.
         data.args = tuple(math.sqrt(2.0) * a for a in data.args)
         data.fn = SamplesLoss("sinkhorn", p=2, blur=pb.reg ** 0.5, scaling=0.9, debias=False,
-                              backend="tensorized")
+                              backend=self.backend)
         self.sync()
         return data
 
@@ -175,6 +298,24 @@ class GeomLoss(TorchEngine):
 
     def summarize(self, res: Any, data: Prepared) -> Output:
         return Output(_numpy(res))  # GeomLoss's OT_eps value, not value_linear
+
+
+class GeomLossKeOps(GeomLoss):
+    name = "geomloss_keops"
+    description = "GeomLoss SamplesLoss('sinkhorn', backend='online') (KeOps), eps-scaling"
+    requires = ("torch", "geomloss", "pykeops")
+    backend = "online"
+
+    def prepare(self, pb: Problem) -> Prepared:
+        import torch
+
+        if torch.cuda.is_available():
+            _preload_cuda_libs()  # KeOps compiles with nvrtc: load it where KeOps finds it
+        return super().prepare(pb)
+
+    def run(self, data: Prepared) -> Any:
+        # KeOps compiles at the first call (the warm-up): a failed build skips the case.
+        return _guarded(super().run, data)
 
 
 def _jax() -> Any:
@@ -230,4 +371,4 @@ class OttVmap(Engine):
 
 BATCH_ENGINES: dict[str, Engine] = {e.name: e for e in (
     OtBatchTorch(), OtBatchTorchGeneric(), OtBatchPoints(), PotBatchTorch(), OttVmap(),
-    GeomLoss())}
+    FlashSinkhornLoop(), GeomLoss(), GeomLossKeOps())}

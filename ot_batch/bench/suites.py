@@ -50,7 +50,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           workloads=("pot_doc", "small_fixed", "converge_256"),
           engines=("ot_batch", "pot_batch", "pot_loop")),
     Suite("batch", "ANCHORS.md's batches (float32, fixed iterations): ot_batch from costs and "
-                   "from points vs POT ot.batch (torch), OTT-JAX vmap and GeomLoss, on CUDA "
+                   "from points vs POT ot.batch (torch), OTT-JAX vmap, FlashSinkhorn in a loop and "
+                   "GeomLoss (tensorized and KeOps), on CUDA "
                    "when present, else on CPU",
           workloads=tuple(batch_workloads.WORKLOADS),
           engines=tuple(BATCH_ENGINES),
