@@ -229,10 +229,10 @@ def _fused_inner_ok(ext: Any, like: Any, grad: str) -> bool:
 @register("gromov_inner", "triton", accepts=_fused_inner_ok)
 def _fused_inner(xp, ext, cost, a, b, reg, init, *, grad, max_iter, tol, check_every, omega):
     """:func:`ot_batch.solvers.gromov.inner_generic` as one Triton launch per step."""
-    from .backends.triton import sinkhorn_inner
+    from .backends.triton import sinkhorn_split
     from .backends.triton._dlpack import from_torch, to_torch
     logK = -cost / reg
-    u, v, n_iter = (from_torch(t, ext) for t in sinkhorn_inner.solve(
+    u, v, n_iter = (from_torch(t, ext) for t in sinkhorn_split.solve(
         *(to_torch(x) for x in (logK, a, b, init[0], init[1])), max_iter=max_iter, tol=tol,
         check_every=check_every, omega=omega)[:3])
     return xp.exp(logK + u[:, :, None] + v[:, None, :]), u, v, n_iter

@@ -47,3 +47,22 @@ def test_quick_run_with_curve(tmp_path, capsys, monkeypatch):
 def test_bad_workload():
     with pytest.raises(SystemExit):
         gromov.main(["--workloads", "nope"])
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-3"])
+def test_bad_split(bad):
+    with pytest.raises(SystemExit):
+        gromov.main(["--split", bad])
+
+
+def test_split_sets_the_kernels_default_for_the_run_only(monkeypatch, tmp_path):
+    from ot_batch.backends.triton import sinkhorn_split
+    seen = []
+    monkeypatch.setattr(gromov, "run", lambda *a, **k: (seen.append(
+        sinkhorn_split.DEFAULT_SPLIT), ([], ""))[1])
+    before = sinkhorn_split.DEFAULT_SPLIT
+    for arg, want in (("auto", None), ("3", 3)):
+        assert gromov.main(["--split", arg, "--workloads", "gw_64x32",
+                            "--out", str(tmp_path)]) == 0
+        assert seen[-1] == want and sinkhorn_split.DEFAULT_SPLIT == before
+        assert f"split={arg};" in (tmp_path / "gromov.md").read_text()

@@ -438,25 +438,57 @@ def test_fused_inner_refused_where_it_cannot_run(rng):
         ot_batch.solve_gromov_batch(Ca, Cb, backend="bogus", reg=1.0)
 
 
+@pytest.mark.parametrize("kernel", ["one_program", "split"])
 @pytest.mark.parametrize("n, m, zeros", [(5, 9, False), (20, 7, True), (40, 300, True)])
-def test_inner_kernel_matches_sinkhorn_log(n, m, zeros):
-    """One Sinkhorn solve of the inner kernel against the generic log-domain solver: row
-    counts under and over the tile's, several column chunks, zero weights, warm starts."""
-    _inner_vs_sinkhorn_log("cpu", n, m, zeros)
+def test_inner_kernel_matches_sinkhorn_log(n, m, zeros, kernel):
+    """One Sinkhorn solve of the inner kernels against the generic log-domain solver: row
+    counts under and over the tile's, several column chunks, zero weights, warm starts. The
+    split kernel runs one program per problem here (the interpreter runs programs one after
+    another, so they cannot meet at a barrier); a GPU test splits."""
+    _inner_vs_sinkhorn_log("cpu", n, m, zeros, kernel=kernel)
+
+
+def test_inner_kernel_split_shapes_and_residency(monkeypatch):
+    """A problem's rows split into G programs, none empty, every row covered; the GPU's
+    resident programs counted from registers, warps and shared memory."""
+    from types import SimpleNamespace
+    from ot_batch.backends.triton import sinkhorn_split as S
+    for n in (1, 5, 16, 17, 100, 256, 1000, 4096):
+        for want in (1, 2, 3, 7, 8, 64):
+            G, BN, BM = S._shape(n, 300, want, 4096)
+            assert G <= max(want, 1) and G * BN >= n and (G - 1) * BN < n
+            assert BN * BM <= 4096 or BM == 2
+    props = SimpleNamespace(multi_processor_count=132, max_threads_per_multi_processor=2048,
+                            regs_per_multiprocessor=65536, shared_memory_per_multiprocessor=233472)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    kernel = SimpleNamespace(n_regs=125, metadata=SimpleNamespace(num_warps=4, shared=1024))
+    assert S._resident(kernel, None) == 132 * 4  # registers: 65536 // (128 * 128)
+    kernel.n_regs, kernel.metadata.shared = 32, 100_000
+    assert S._resident(kernel, None) == 132 * 2  # shared memory
+    kernel.metadata.shared = 0
+    assert S._resident(kernel, None) == 132 * 16  # warps: 64 per multiprocessor
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("n, m", [(256, 256), (1000, 1030), (3000, 64)])
-def test_inner_kernel_matches_sinkhorn_log_gpu(n, m):
-    _inner_vs_sinkhorn_log("cuda", n, m, True)
+@pytest.mark.parametrize("n, m, split", [(256, 256, None), (256, 256, 1), (256, 256, 3),
+                                         (1000, 1030, None), (3000, 64, None), (100, 40, 7)])
+def test_inner_kernel_matches_sinkhorn_log_gpu(n, m, split):
+    """On a GPU each problem's rows are split over several programs that meet at barriers
+    (``split`` caps them; None: as many as stay resident): same iterations, same plans. (The
+    solver's default, ``DEFAULT_SPLIT``, stays 1 until this has run on a GPU.)"""
+    from ot_batch.backends.triton import sinkhorn_split as S
+    B = 64 if n <= 256 else 3
+    _inner_vs_sinkhorn_log("cuda", n, m, True, split=split, B=B, kernel="solve")
+    G = S._split(B, n, m, torch.device("cuda", torch.cuda.current_device()), S.TILE, S.WARPS,
+                 split or 64)[0]
+    assert G > 1 if split != 1 else G == 1
 
 
-def _inner_vs_sinkhorn_log(device, n, m, zeros):
+def _inner_vs_sinkhorn_log(device, n, m, zeros, split=None, B=3, kernel="one_program"):
     from ot_batch.backends import namespace
-    from ot_batch.backends.triton import sinkhorn_inner
+    from ot_batch.backends.triton import sinkhorn_inner, sinkhorn_split
     from ot_batch.solvers import sinkhorn_log
     rng = np.random.default_rng(n + m)
-    B = 3
     M = torch.tensor(rng.random((B, n, m)) * 20, dtype=torch.float32, device=device)
     a = torch.tensor(rng.random((B, n)) + 0.1, dtype=torch.float32, device=device)
     b = torch.tensor(rng.random((B, m)) + 0.1, dtype=torch.float32, device=device)
@@ -470,8 +502,14 @@ def _inner_vs_sinkhorn_log(device, n, m, zeros):
     u0c, v0c = u0.clone(), v0.clone()
     ref = sinkhorn_log.solve(xp, ext, M, a, b, 1.0, init=(u0, v0), grad="detach",
                              max_iter=60, tol=1e-6, check_every=5, omega=1.5)
-    u, v, it, err = sinkhorn_inner.solve(-M, a, b, u0, v0, max_iter=60, tol=1e-6,
-                                         check_every=5, omega=1.5)
+    kw = dict(max_iter=60, tol=1e-6, check_every=5, omega=1.5)
+    if kernel == "one_program":
+        u, v, it, err = sinkhorn_inner.solve(-M, a, b, u0, v0, **kw)
+    elif kernel == "split":  # the split kernel itself, one program per problem
+        _, BN, BM = sinkhorn_split._shape(n, m, 1, sinkhorn_split.TILE)
+        u, v, it, err = sinkhorn_split.launch(-M, a, b, u0, v0, 1, BN, BM, **kw)
+    else:
+        u, v, it, err = sinkhorn_split.solve(-M, a, b, u0, v0, split=split, **kw)
     np.testing.assert_array_equal(it.cpu().numpy(), ref.n_iter.cpu().numpy())
     plan = torch.exp(-M + u[:, :, None] + v[:, None, :])
     np.testing.assert_allclose(plan.cpu().numpy(), ref.plan.cpu().numpy(), atol=1e-6)

@@ -17,6 +17,7 @@ outer iterations (``max_iter=k``), so the two can be compared at either one's ob
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -188,6 +189,22 @@ def curve(workloads: Sequence[str], seed: int, quick: bool,
     return rows, "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _split(split: str | None):
+    """ot_batch's inner Sinkhorn kernel with ``split`` programs per problem ('auto': as many
+    as stay resident; None: the library's default), restored afterwards."""
+    if split is None:
+        yield
+        return
+    from ..backends.triton import sinkhorn_split
+    old = sinkhorn_split.DEFAULT_SPLIT
+    sinkhorn_split.DEFAULT_SPLIT = None if split == "auto" else int(split)
+    try:
+        yield
+    finally:
+        sinkhorn_split.DEFAULT_SPLIT = old
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ot_batch.bench gromov",
                                 description=__doc__.splitlines()[0])
@@ -199,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cg-steps", type=int, default=0,
                    help="ot_batch's conditional-gradient steps after the proximal ones")
+    p.add_argument("--split", default=None,
+                   help="programs per problem of ot_batch's inner Sinkhorn kernel (n > 64, "
+                        "CUDA): 'auto' (as many as stay resident) or a number; default: the "
+                        "library's")
     p.add_argument("--curve", action="store_true",
                    help="objective-vs-time curves of ot_batch (n_init=1) and POT's batch")
     p.add_argument("--profile", action="store_true",
@@ -214,12 +235,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for e in engs:
         if e not in ENGINES:
             p.error(f"unknown engine {e!r}")
+    if args.split is not None and args.split != "auto" and not (
+            args.split.isdigit() and int(args.split) >= 1):
+        p.error(f"--split must be 'auto' or a positive integer, got {args.split!r}")
     t0 = time.perf_counter()
-    rows, table = run(wls, engs, args.repeats, args.n_init, args.seed, args.quick,
-                      args.cg_steps)
+    with _split(args.split):
+        rows, table = run(wls, engs, args.repeats, args.n_init, args.seed, args.quick,
+                          args.cg_steps)
     text = (f"# ot_batch bench gromov{' --quick' if args.quick else ''}\n"
             f"{report.environment()}\n\nSolver arguments: {SOLVE}, fused workloads alpha="
-            f"{ALPHA}, ot_batch n_init={args.n_init} cg_steps={args.cg_steps}; POT loop: ot.solve_gromov(max_iter=1000, "
+            f"{ALPHA}, ot_batch n_init={args.n_init} cg_steps={args.cg_steps}"
+            f"{'' if args.split is None else ' split=' + args.split}; POT loop: ot.solve_gromov(max_iter=1000, "
             f"tol=1e-3) on CPU float64; GPU engines float32.\n\n{table}\n")
     if args.curve:
         text += f"\n## Objective versus time (n_init=1, max_iter=k)\n\n{curve(wls, args.seed, args.quick)[1]}\n"
