@@ -58,7 +58,7 @@ def _barrier(counter, target, G):
 @triton.jit
 def _sinkhorn_kernel(logK, a, b, u, v, vp, pmax, psum, perr, counter, n_iter_out, err_out,
                      n, m, G, max_iter, tol, omega, check_every, BN: tl.constexpr,
-                     BM: tl.constexpr, GP: tl.constexpr):
+                     BM: tl.constexpr, GP: tl.constexpr, GQ: tl.constexpr):
     pid = tl.program_id(0)
     prob = (pid // G).to(tl.int64)
     part = pid % G
@@ -122,14 +122,21 @@ def _sinkhorn_kernel(logK, a, b, u, v, vp, pmax, psum, perr, counter, n_iter_out
         for c0 in range(0, m, BM):
             cols = c0 + tl.arange(0, BM)
             cm = cols < m
-            pk = pm_[:, None] & cm[None, :]
-            at = gb + parts[:, None] * m + cols[None, :]
-            qm = tl.load(pmax + at, mask=pk, other=float("-inf"), cache_modifier=".cg")
-            qs = tl.load(psum + at, mask=pk, other=0.0, cache_modifier=".cg")
-            top = tl.max(qm, axis=0)
-            safe = tl.where(top == float("-inf"), 0.0, top)
-            tot = tl.sum(qs * tl.exp(qm - safe[None, :]), axis=0)
-            lc = tl.where(tot > 0, safe + tl.log(tot), float("-inf"))
+            # the G partials (max, sum) of these columns, GQ programs' at a time (a tile of
+            # all G would cost registers, and with them resident programs)
+            top = tl.full([BM], float("-inf"), tl.float32)
+            tot = tl.zeros([BM], tl.float32)
+            for q0 in range(0, G, GQ):
+                qi = q0 + tl.arange(0, GQ)
+                pk = (qi < G)[:, None] & cm[None, :]
+                at = gb + qi[:, None] * m + cols[None, :]
+                qm = tl.load(pmax + at, mask=pk, other=float("-inf"), cache_modifier=".cg")
+                qs = tl.load(psum + at, mask=pk, other=0.0, cache_modifier=".cg")
+                new = tl.maximum(top, tl.max(qm, axis=0))
+                safe = tl.where(new == float("-inf"), 0.0, new)
+                tot = tot * tl.exp(top - safe) + tl.sum(qs * tl.exp(qm - safe[None, :]), axis=0)
+                top = new
+            lc = _lse_end(top, tot)
             vv = tl.load(mine + cols, mask=cm, other=0.0)
             bb = tl.load(b + prob * m + cols, mask=cm, other=0.0).to(tl.float32)
             bpos = bb > 0
@@ -202,7 +209,7 @@ def _split(B: int, n: int, m: int, device: torch.device, tile: int, warps: int,
     while want > 1:
         G, BN, BM = _shape(n, m, want, tile)
         GP = triton.next_power_of_2(G)
-        compiled = _compile(BN, BM, GP, warps, device)
+        compiled = _compile(n, m, BN, BM, GP, warps, device)
         room = _resident(compiled, device) // B
         if G <= room:
             return G, BN, BM
@@ -210,13 +217,14 @@ def _split(B: int, n: int, m: int, device: torch.device, tile: int, warps: int,
     return _shape(n, m, 1, tile)
 
 
-def _compile(BN: int, BM: int, GP: int, warps: int, device: torch.device):
-    """The compiled kernel for these block sizes (to read its registers and shared memory)."""
+def _compile(n: int, m: int, BN: int, BM: int, GP: int, warps: int, device: torch.device):
+    """The compiled kernel for these sizes (to read its registers and shared memory). The
+    integers are the launch's own or, like it, not 1: Triton specializes on both."""
     f32 = torch.empty(1, dtype=torch.float32, device=device)
     i32 = torch.zeros(1, dtype=torch.int32, device=device)
     return _sinkhorn_kernel.warmup(f32, f32, f32, f32, f32, f32, f32, f32, f32, i32, i32, f32,
-                                   8, 8, 1, 1, 0.1, 1.5, 1, BN=BN, BM=BM, GP=GP,
-                                   num_warps=warps, grid=(1,))
+                                   n, m, 2, 2, 0.1, 1.5, 2, BN=BN, BM=BM, GP=GP,
+                                   GQ=min(GP, 8), num_warps=warps, grid=(1,))
 
 
 def solve(logK: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u0: torch.Tensor,
@@ -266,5 +274,6 @@ def launch(logK: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u0: torch.Tenso
     if B:
         _sinkhorn_kernel[(B * G,)](logK32, a32, b32, u, v, vp, pmax, psum, perr, counter,
                                    n_iter, err, n, m, G, max_iter, float(tol), float(omega),
-                                   check_every, BN=BN, BM=BM, GP=GP, num_warps=num_warps)
+                                   check_every, BN=BN, BM=BM, GP=GP, GQ=min(GP, 8),
+                                   num_warps=num_warps)
     return u.to(logK.dtype), v.to(logK.dtype), n_iter, err.to(logK.dtype)

@@ -245,10 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = (f"# ot_batch bench gromov{' --quick' if args.quick else ''}\n"
             f"{report.environment()}\n\nSolver arguments: {SOLVE}, fused workloads alpha="
             f"{ALPHA}, ot_batch n_init={args.n_init} cg_steps={args.cg_steps}"
-            f"{'' if args.split is None else ' split=' + args.split}; POT loop: ot.solve_gromov(max_iter=1000, "
-            f"tol=1e-3) on CPU float64; GPU engines float32.\n\n{table}\n")
+            f"{'' if args.split is None else ' split=' + args.split}; POT loop: "
+            f"ot.solve_gromov(max_iter=1000, tol=1e-3) on CPU float64; GPU engines float32."
+            f"\n\n{table}\n")
     if args.curve:
-        text += f"\n## Objective versus time (n_init=1, max_iter=k)\n\n{curve(wls, args.seed, args.quick)[1]}\n"
+        text += (f"\n## Objective versus time (n_init=1, max_iter=k)\n\n"
+                 f"{curve(wls, args.seed, args.quick)[1]}\n")
     if args.profile:
         from .gromov_profile import profile
         text += f"\n## Where ot_batch's time goes (n_init={args.n_init})\n\n"
