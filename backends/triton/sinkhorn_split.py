@@ -169,7 +169,7 @@ def _sinkhorn_kernel(logK, a, b, u, v, vp, pmax, psum, perr, counter, n_iter_out
 # program per problem) only; ``split=None`` asks for as many as stay resident.
 DEFAULT_SPLIT = 1
 # Floats per tile: 4 per thread over 4 warps. Registers grow faster than the tile (sm_90
-# build, cuobjdump: 16 x 32 rows x columns take 72 a thread, 16 x 64 take 163, 32 x 128
+# build, cuobjdump: 16 x 32 rows x columns take 72 a thread, 16 x 64 take 128, 32 x 128
 # spill), and every program of a launch must be resident, so small tiles allow larger G.
 TILE = 512
 WARPS = 4
