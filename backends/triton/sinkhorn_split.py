@@ -155,6 +155,7 @@ def _sinkhorn_kernel(logK, a, b, u, v, vp, pmax, psum, perr, counter, n_iter_out
         done = tl.where(ok != 0, done, 1)
     uu = tl.where(ok != 0, uu, float("nan"))
     tl.store(u + prob * n + rows, uu, mask=rm)
+    tl.debug_barrier()  # the last v chunks were stored by other threads of this program
     if part == 0:
         for c0 in range(0, m, BM):
             cols = c0 + tl.arange(0, BM)
