@@ -21,6 +21,22 @@ from ._lse import lse as _lse, lse_end as _lse_end, lse_step as _lse_step
 
 
 @triton.jit
+def row_lse(base, rows, rm, vrow, m, BN: tl.constexpr, BM: tl.constexpr):
+    """Log-sum-exp over every column of each row of ``logK + v`` (the problem's log-kernel
+    at ``base``, ``v`` at ``vrow``), for the rows ``rows`` (mask ``rm``)."""
+    mr = tl.full([BN], float("-inf"), tl.float32)
+    sr = tl.zeros([BN], tl.float32)
+    for c0 in range(0, m, BM):
+        cols = c0 + tl.arange(0, BM)
+        cm = cols < m
+        x = tl.load(base + rows[:, None] * m + cols[None, :], mask=rm[:, None] & cm[None, :],
+                    other=float("-inf")).to(tl.float32)
+        vv = tl.load(vrow + cols, mask=cm, other=float("-inf")).to(tl.float32)
+        mr, sr = _lse_step(mr, sr, x + vv[None, :], 1)
+    return _lse_end(mr, sr)
+
+
+@triton.jit
 def _sinkhorn_kernel(logK, a, b, u, v, n_iter_out, err_out, n, m, max_iter, tol, omega,
                      check_every, BN: tl.constexpr, BM: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
@@ -33,16 +49,7 @@ def _sinkhorn_kernel(logK, a, b, u, v, n_iter_out, err_out, n, m, max_iter, tol,
     # u and the row log-sum-exps stay in registers (a tile spans every row); v is written
     # chunk by chunk and read back by the next pass
     uu = tl.load(u + pid * n + rows, mask=rm, other=float("-inf")).to(tl.float32)
-    mr = tl.full([BN], float("-inf"), tl.float32)
-    sr = tl.zeros([BN], tl.float32)
-    for c0 in range(0, m, BM):
-        cols = c0 + tl.arange(0, BM)
-        cm = cols < m
-        x = tl.load(base + rows[:, None] * m + cols[None, :], mask=rm[:, None] & cm[None, :],
-                    other=float("-inf")).to(tl.float32)
-        vv = tl.load(v + pid * m + cols, mask=cm, other=float("-inf")).to(tl.float32)
-        mr, sr = _lse_step(mr, sr, x + vv[None, :], 1)
-    lr = _lse_end(mr, sr)
+    lr = row_lse(base, rows, rm, v + pid * m, m, BN, BM)
     prev = float("inf")
     err = float("inf")
     it = 0

@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from . import sinkhorn_inner
+from .sinkhorn_inner import row_lse
 from ._lse import lse_end as _lse_end, lse_step as _lse_step
 
 MAX_POLL = tl.constexpr(1 << 20)  # spins before a barrier gives up (about a second: a real
@@ -72,17 +73,11 @@ def _sinkhorn_kernel(logK, a, b, u, v, vp, pmax, psum, perr, counter, n_iter_out
     mine = vp + pid.to(tl.int64) * m  # this program's copy of v
     parts = tl.arange(0, GP)
     pm_ = parts < G
-    mr = tl.full([BN], float("-inf"), tl.float32)
-    sr = tl.zeros([BN], tl.float32)
     for c0 in range(0, m, BM):
         cols = c0 + tl.arange(0, BM)
         cm = cols < m
-        x = tl.load(base + rows[:, None] * m + cols[None, :], mask=rm[:, None] & cm[None, :],
-                    other=float("-inf")).to(tl.float32)
-        vv = tl.load(v + prob * m + cols, mask=cm, other=float("-inf")).to(tl.float32)
-        tl.store(mine + cols, vv, mask=cm)
-        mr, sr = _lse_step(mr, sr, x + vv[None, :], 1)
-    lr = _lse_end(mr, sr)
+        tl.store(mine + cols, tl.load(v + prob * m + cols, mask=cm).to(tl.float32), mask=cm)
+    lr = row_lse(base, rows, rm, v + prob * m, m, BN, BM)
     cnt = counter + prob
     arrived = pid * 0
     ok = pid * 0 + 1
