@@ -60,9 +60,11 @@ def test_split_sets_the_kernels_default_for_the_run_only(monkeypatch, tmp_path):
     seen = []
     monkeypatch.setattr(gromov, "run", lambda *a, **k: (seen.append(
         sinkhorn_split.DEFAULT_SPLIT), ([], ""))[1])
+    monkeypatch.setattr(gromov, "curve", lambda *a, **k: (seen.append(
+        sinkhorn_split.DEFAULT_SPLIT), ([], ""))[1])
     before = sinkhorn_split.DEFAULT_SPLIT
     for arg, want in (("auto", None), ("3", 3)):
-        assert gromov.main(["--split", arg, "--workloads", "gw_64x32",
+        assert gromov.main(["--split", arg, "--workloads", "gw_64x32", "--curve",
                             "--out", str(tmp_path)]) == 0
-        assert seen[-1] == want and sinkhorn_split.DEFAULT_SPLIT == before
+        assert seen[-2:] == [want, want] and sinkhorn_split.DEFAULT_SPLIT == before
         assert f"split={arg};" in (tmp_path / "gromov.md").read_text()

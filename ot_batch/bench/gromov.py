@@ -239,22 +239,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.split.isdigit() and int(args.split) >= 1):
         p.error(f"--split must be 'auto' or a positive integer, got {args.split!r}")
     t0 = time.perf_counter()
-    with _split(args.split):
+    with _split(args.split):  # the table, the curve and the profile alike
         rows, table = run(wls, engs, args.repeats, args.n_init, args.seed, args.quick,
                           args.cg_steps)
-    text = (f"# ot_batch bench gromov{' --quick' if args.quick else ''}\n"
-            f"{report.environment()}\n\nSolver arguments: {SOLVE}, fused workloads alpha="
-            f"{ALPHA}, ot_batch n_init={args.n_init} cg_steps={args.cg_steps}"
-            f"{'' if args.split is None else ' split=' + args.split}; POT loop: "
-            f"ot.solve_gromov(max_iter=1000, tol=1e-3) on CPU float64; GPU engines float32."
-            f"\n\n{table}\n")
-    if args.curve:
-        text += (f"\n## Objective versus time (n_init=1, max_iter=k)\n\n"
-                 f"{curve(wls, args.seed, args.quick)[1]}\n")
-    if args.profile:
-        from .gromov_profile import profile
-        text += f"\n## Where ot_batch's time goes (n_init={args.n_init})\n\n"
-        text += profile(wls, args.n_init, args.seed, args.quick) + "\n"
+        text = (f"# ot_batch bench gromov{' --quick' if args.quick else ''}\n"
+                f"{report.environment()}\n\nSolver arguments: {SOLVE}, fused workloads "
+                f"alpha={ALPHA}, ot_batch n_init={args.n_init} cg_steps={args.cg_steps}"
+                f"{'' if args.split is None else ' split=' + args.split}; POT loop: "
+                f"ot.solve_gromov(max_iter=1000, tol=1e-3) on CPU float64; GPU engines "
+                f"float32.\n\n{table}\n")
+        if args.curve:
+            text += (f"\n## Objective versus time (n_init=1, max_iter=k)\n\n"
+                     f"{curve(wls, args.seed, args.quick)[1]}\n")
+        if args.profile:
+            from .gromov_profile import profile
+            text += f"\n## Where ot_batch's time goes (n_init={args.n_init})\n\n"
+            text += profile(wls, args.n_init, args.seed, args.quick) + "\n"
     text += f"\nTotal wall time {time.perf_counter() - t0:.1f} s"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
