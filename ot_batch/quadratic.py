@@ -253,8 +253,7 @@ def _whole_solve(xp, ext, cost, M, alpha, a, b, reg, T_init, *, max_iter, tol, m
     from .backends.triton import gromov_small
     from .backends.triton._dlpack import from_torch, to_torch
     sg = ext.stop_gradient
-    cost = gromov_cost.QuadraticCost(*(sg(x) for x in (cost.fCa, cost.fCb, cost.hCa, cost.hCb)),
-                                     cost.symmetric)
+    cost = cost.map(sg)
     M, alpha, a, b, T_init = (None if x is None else sg(x) for x in (M, alpha, a, b, T_init))
     al3 = alpha[:, None, None]
     const = gromov_cost.const(xp, cost, a, b)
@@ -337,18 +336,14 @@ def _solve_arrays(Ca, Cb, a, b, M, alpha, T_init, static, unbalanced=None):
     if opts["finish_steps"] and not out.finished:
         # autodiff differentiates through the finishing steps too (every input live)
         sg = (lambda x: x) if grad == "autodiff" else ext.stop_gradient
-        fin_cost = gromov_cost.QuadraticCost(
-            *(sg(x) for x in (cost.fCa, cost.fCb, cost.hCa, cost.hCb)), cost.symmetric)
-        T = gromov_cg.finish(xp, fin_cost, None if M is None else sg(M), sg(alpha), sg(a),
-                             sg(b), T, opts["finish_steps"])
+        T = gromov_cg.finish(xp, cost.map(sg), None if M is None else sg(M), sg(alpha),
+                             sg(a), sg(b), T, opts["finish_steps"])
     duals = None
     if opts["cg_steps"]:
         sg = ext.stop_gradient
         T, duals = gromov_cg.polish(
-            xp, gromov_cost.QuadraticCost(*(sg(x) for x in (cost.fCa, cost.fCb, cost.hCa,
-                                                             cost.hCb)), cost.symmetric),
-            None if M is None else sg(M), sg(alpha), sg(a), sg(b), sg(T), opts["cg_steps"],
-            _exact_lp, on_host=None if ext.name == "jax" else ext.to_numpy)
+            xp, cost.map(sg), None if M is None else sg(M), sg(alpha), sg(a), sg(b), sg(T),
+            opts["cg_steps"], _exact_lp, on_host=None if ext.name == "jax" else ext.to_numpy)
     quad = gromov_cost.value(xp, cost, T)
     lin = xp.zeros_like(quad) if M is None else xp.sum(M * T, axis=(1, 2))
     value_quad, value_linear = alpha * quad, (1 - alpha) * lin

@@ -117,6 +117,17 @@ _tuned = triton.autotune(
     restore_value=["u", "v"])(_sinkhorn_kernel)
 
 
+def buffers(logK: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u0: torch.Tensor,
+            v0: torch.Tensor):
+    """The kernels' float32 contiguous inputs, fresh ``u`` and ``v`` (the callers' stay
+    untouched) and the (B,) ``n_iter`` and ``err`` outputs."""
+    B, dev = logK.shape[0], logK.device
+    f32 = [x.to(torch.float32).contiguous() for x in (logK, a, b)]
+    u, v = (x.to(torch.float32).contiguous().clone() for x in (u0, v0))
+    return (*f32, u, v, torch.zeros(B, dtype=torch.int32, device=dev),
+            torch.empty(B, dtype=torch.float32, device=dev))
+
+
 def solve(logK: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u0: torch.Tensor,
           v0: torch.Tensor, *, max_iter: int, tol: float, check_every: int, omega: float):
     """Balanced log-domain Sinkhorn on every problem of ``logK`` (B, n, m), one program each.
@@ -127,12 +138,7 @@ def solve(logK: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u0: torch.Tensor
     float32. Returns ``(u, v, n_iter, err)``.
     """
     B, n, m = logK.shape
-    logK32 = logK.to(torch.float32).contiguous()
-    u = u0.to(torch.float32).contiguous().clone()
-    v = v0.to(torch.float32).contiguous().clone()
-    a32, b32 = a.to(torch.float32).contiguous(), b.to(torch.float32).contiguous()
-    n_iter = torch.zeros(B, dtype=torch.int32, device=logK.device)
-    err = torch.empty(B, dtype=torch.float32, device=logK.device)
+    logK32, a32, b32, u, v, n_iter, err = buffers(logK, a, b, u0, v0)
     BN = triton.next_power_of_2(max(n, 16))
     args = (logK32, a32, b32, u, v, n_iter, err, n, m, max_iter, float(tol), float(omega),
             check_every)

@@ -255,12 +255,7 @@ def launch(logK: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u0: torch.Tenso
     launch must be resident: :func:`_split` sizes it; ``G = 1`` runs anywhere)."""
     B, n, m = logK.shape
     dev = logK.device
-    logK32 = logK.to(torch.float32).contiguous()
-    u = u0.to(torch.float32).contiguous().clone()
-    v = v0.to(torch.float32).contiguous().clone()
-    a32, b32 = a.to(torch.float32).contiguous(), b.to(torch.float32).contiguous()
-    n_iter = torch.zeros(B, dtype=torch.int32, device=dev)
-    err = torch.empty(B, dtype=torch.float32, device=dev)
+    logK32, a32, b32, u, v, n_iter, err = sinkhorn_inner.buffers(logK, a, b, u0, v0)
     GP = triton.next_power_of_2(G)
     vp = torch.empty((B * G, m), dtype=torch.float32, device=dev)
     pmax = torch.empty((B, 2, G, m), dtype=torch.float32, device=dev)

@@ -31,6 +31,12 @@ class QuadraticCost:
     hCb: Any
     symmetric: bool
 
+    def map(self, fn: Any) -> "QuadraticCost":
+        """The same cost with ``fn`` applied to each of its four matrices (a stop-gradient,
+        say)."""
+        return QuadraticCost(*(fn(x) for x in (self.fCa, self.fCb, self.hCa, self.hCb)),
+                             self.symmetric)
+
 
 def decompose(xp: Any, Ca: Any, Cb: Any, loss: str, logits: bool, symmetric: bool):
     """The four matrices of ``loss`` for ``Ca`` and ``Cb``; see the module docstring.
