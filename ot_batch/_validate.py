@@ -296,11 +296,17 @@ class SampleProblem:
     metric: str
     p: float
     lazy: bool
+    precision: str = "float32"
+
+
+# products of the point-cloud kernels: float32 accuracy (three TF32 products per product, or
+# the CUDA cores), or one TF32 product (allow_tf32: faster, scores off by ~1e-3 relative)
+PRECISIONS = ("float32", "tf32")
 
 
 def sample_problem(X_a, X_b, reg, a, b, metric, p, max_iter, tol, method, inner_iter, inner_reg,
                    reg_type, grad, unbalanced, potentials_init, solver, check_every, verbose,
-                   min_step, lazy, n_threads=None) -> SampleProblem:
+                   min_step, lazy, n_threads=None, precision="float32") -> SampleProblem:
     """Check every argument of ``solve_sample_batch``."""
     if solver is not None:
         warnings.warn("solver= is deprecated (POT 0.9.6); use method=", DeprecationWarning,
@@ -312,7 +318,8 @@ def sample_problem(X_a, X_b, reg, a, b, metric, p, max_iter, tol, method, inner_
     linear = _linear_options(xp, ext, None, shape, reg, a, b, max_iter, tol, method, inner_iter,
                              inner_reg, reg_type, grad, unbalanced, potentials_init, check_every,
                              verbose, min_step, like=X, n_threads=n_threads)
-    return SampleProblem(linear, X, Y, metric, p, bool(lazy))
+    precision = choice("precision", precision, PRECISIONS)
+    return SampleProblem(linear, X, Y, metric, p, bool(lazy), precision)
 
 
 GW_GRADS = ("envelope", "autodiff", "detach")

@@ -149,9 +149,11 @@ from ot_batch.bench.engines import Output  # noqa: E402
 from ot_batch.bench.timing import Timing  # noqa: E402
 
 BATCH_WLS = ["pot_doc", "small", "medium", "large"]
-BATCH_ENGS = ["ot_batch", "ot_batch_generic", "ot_batch_points", "pot_batch_torch", "ott_vmap",
+BATCH_ENGS = ["ot_batch", "ot_batch_generic", "ot_batch_points", "ot_batch_points_tf32",
+              "pot_batch_torch", "ott_vmap",
               "flash_sinkhorn_loop", "geomloss", "geomloss_keops"]
-ALWAYS = {"ot_batch", "ot_batch_generic", "ot_batch_points", "pot_batch_torch"}
+ALWAYS = {"ot_batch", "ot_batch_generic", "ot_batch_points", "ot_batch_points_tf32",
+          "pot_batch_torch"}
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                  reason="the batch suite's engines run on torch")
 

@@ -249,6 +249,17 @@ def test_points_lazy_plan():
     assert eu.plan is None and eu.lazy_plan[0].shape == (20, 30)
 
 
+def test_points_precision_option():
+    """``precision`` reaches the point-cloud kernels (both tile paths) and is checked."""
+    for size in ((20, 30), (70, 90)):
+        X, Y = _points(3, *size, 3)
+        ref = ot_batch.solve_sample_batch(X.double(), Y.double(), reg=0.2, backend="generic")
+        res = ot_batch.solve_sample_batch(X, Y, reg=0.2, backend="triton", precision="tf32")
+        assert _rel(res.value_linear, ref.value_linear) < 1e-3
+    with pytest.raises(ValueError, match="precision"):
+        ot_batch.solve_sample_batch(X, Y, reg=0.2, precision="bf16")
+
+
 # Full sizes on a GPU -------------------------------------------------------------------------
 
 
@@ -288,3 +299,24 @@ def test_gpu_convergence_matches_generic(kw):
     _close(fused, ref, rtol=1e-3)
     agree = (fused.log["n_iter"] == ref.log["n_iter"]).float().mean()
     assert float(agree) > 0.9  # float32 errors near tol can move a check by one block
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("shape", [(64, 512, 512, 16), (2, 4096, 4096, 64)],
+                         ids=["medium", "large"])
+def test_gpu_points_precision_switch(shape):
+    """``precision='tf32'`` (one TF32 product per x . y) against float32 and the float64
+    generic solver: float32 stays within 1e-5, TF32 within 1e-3 and measurably coarser."""
+    B, n, m, d = shape
+    X, Y = _points(B, n, m, d, device="cuda")
+    s = d ** -0.5
+    X, Y = X * s, Y * s
+    opts = dict(reg=0.05, max_iter=50, tol=0.0, lazy=True)
+    ref = ot_batch.solve_sample_batch(X.double(), Y.double(), backend="generic", **opts)
+    f32 = ot_batch.solve_sample_batch(X, Y, **opts)
+    tf32 = ot_batch.solve_sample_batch(X, Y, precision="tf32", **opts)
+    e32, etf = _rel(f32.value_linear, ref.value_linear), _rel(tf32.value_linear, ref.value_linear)
+    assert e32 < 1e-5
+    assert etf < 1e-3
+    assert etf > e32

@@ -26,9 +26,10 @@ from . import driver, online_points, sinkhorn_resident
 from .sinkhorn_stream import FROM_MATRIX, NEG_DOT, SQEUCLIDEAN
 
 HALF = (torch.float16, torch.bfloat16)
-# tl.dot precision of the recomputed cost: three TF32 products recover float32 accuracy (plain
-# TF32 moves value_linear by ~1e-4 relative at reg=0.05), at a third of the tensor-core rate.
-POINTS_PRECISION = "tf32x3"
+# tl.dot precision of the recomputed cost, by solve_sample_batch's ``precision``: three TF32
+# products recover float32 accuracy (plain TF32 moves value_linear by ~1e-4 relative at
+# reg=0.05), at a third of the tensor-core rate.
+DOT_PRECISION = {"float32": "tf32x3", "tf32": "tf32"}
 
 
 def _log(w: torch.Tensor) -> torch.Tensor:
@@ -156,7 +157,8 @@ def from_points(sp: Any) -> Fused:
     a, b, ra, rb, u, v, loop, has_init = _setup(pb, True, X.device)
     if not log and has_init:  # scalings in, log-domain iterations
         u, v = _log(u), _log(v)
-    pts = dict(cost=cost, M=None, X=X, Y=Y, xn=xn, yn=yn, ra=ra, rb=rb, prec=POINTS_PRECISION)
+    prec = DOT_PRECISION[sp.precision]
+    pts = dict(cost=cost, M=None, X=X, Y=Y, xn=xn, yn=yn, ra=ra, rb=rb, prec=prec)
     B, n, m = a.shape[0], a.shape[1], b.shape[1]
     if sinkhorn_resident.fits(n, m):
         n_iter, err, conv = sinkhorn_resident.solve(a=a, b=b, u=u, v=v, log=True,
@@ -165,7 +167,7 @@ def from_points(sp: Any) -> Fused:
         _start(u, v, has_init, True)
         lay = online_points.Layout(cost, X, Y, a, b, ra, rb, u, v)
         half = online_points.passes(lay, inv_reg=loop["inv_reg"], phi=loop["phi"],
-                                    balanced=loop["balanced"], prec=POINTS_PRECISION)
+                                    balanced=loop["balanced"], prec=prec)
         n_iter, err, conv = _iterate(half, loop, B, X.device)
         u, v = lay.scalings()
     dtype = result_dtype(sp.X.dtype)

@@ -10,6 +10,8 @@ Each engine solves a :class:`~ot_batch.bench.workloads.Problem` from
 ``ot_batch_points``
     ``ot_batch.solve_sample_batch(X, Y, metric="sqeuclidean", ...)`` from the point clouds
     scaled by ``1/sqrt(d)``, so that its costs are ``M``.
+``ot_batch_points_tf32``
+    The same with ``precision="tf32"`` (one TF32 tensor-core product per ``x . y``).
 ``pot_batch_torch``
     POT's ``ot.batch.solve_batch(M, method="log_sinkhorn", grad="detach")``.
 ``ott_vmap``
@@ -143,6 +145,7 @@ class OtBatchPoints(TorchEngine):
     name = "ot_batch_points"
     description = "ot_batch.solve_sample_batch from the point clouds, metric='sqeuclidean'"
     points = True
+    precision = "float32"
 
     def run(self, data: Prepared) -> Any:
         import ot_batch
@@ -151,7 +154,14 @@ class OtBatchPoints(TorchEngine):
         X, Y = data.args
         return ot_batch.solve_sample_batch(X, Y, reg=pb.reg, metric="sqeuclidean",
                                            max_iter=pb.max_iter, tol=pb.tol,
-                                           method="log_sinkhorn", grad="detach", backend="auto")
+                                           method="log_sinkhorn", grad="detach", backend="auto",
+                                           precision=self.precision)
+
+
+class OtBatchPointsTF32(OtBatchPoints):
+    name = "ot_batch_points_tf32"
+    description = "ot_batch_points with precision='tf32' (one TF32 product per x . y)"
+    precision = "tf32"
 
 
 class PotBatchTorch(TorchEngine):
@@ -370,5 +380,6 @@ class OttVmap(Engine):
 
 
 BATCH_ENGINES: dict[str, Engine] = {e.name: e for e in (
-    OtBatchTorch(), OtBatchTorchGeneric(), OtBatchPoints(), PotBatchTorch(), OttVmap(),
+    OtBatchTorch(), OtBatchTorchGeneric(), OtBatchPoints(), OtBatchPointsTF32(), PotBatchTorch(),
+    OttVmap(),
     FlashSinkhornLoop(), GeomLoss(), GeomLossKeOps())}
