@@ -480,25 +480,39 @@ def solve_batch(M: Any, reg: float | None = None, a: Any = None, b: Any = None,
 
 def _points_ok(problem: _validate.SampleProblem) -> bool:
     pb = problem.linear
-    return (problem.metric in ("sqeuclidean", "negdot")
-            and _fusable(pb.ext, problem.X, pb.method, pb.grad))
+    if problem.metric not in ("sqeuclidean", "negdot"):
+        return False
+    if pb.grad == "implicit":
+        # implicit second derivatives in X_a on the kernels (balanced, squared Euclidean);
+        # derivatives in X_b, a or b go through the generic solver
+        return (problem.metric == "sqeuclidean" and pb.unbalanced is None
+                and _fusable(pb.ext, problem.X, pb.method, "envelope")
+                and not any(getattr(t, "requires_grad", False)
+                            for t in (problem.Y, pb.a, pb.b)))
+    return _fusable(pb.ext, problem.X, pb.method, pb.grad)
 
 
 @register("solve_sample_batch", "triton", accepts=_points_ok,
           auto=lambda problem: problem.X.is_cuda)
 def _solve_points_fused(sp: _validate.SampleProblem) -> OTResult:
     """Fused Sinkhorn on point clouds: the cost is recomputed in tiles, never stored."""
-    from .backends.triton import envelope
+    from .backends.triton import envelope, points_implicit
     from .backends.triton import solve as fused
 
     pb = sp.linear
     f = fused.from_points(sp)
     lin, plogp, rowsum, colsum, _ = f.stats
-    if pb.grad == "envelope" and (sp.X.requires_grad or sp.Y.requires_grad):
+    if pb.grad in ("envelope", "implicit") and (sp.X.requires_grad or sp.Y.requires_grad):
         data = dict(f.inputs, u=f.lu, v=f.lv, rowsum=rowsum, colsum=colsum, dtype=sp.X.dtype)
+        if pb.grad == "implicit":
+            data["hvp"] = points_implicit.transport_hvp(
+                sp.X.detach(), sp.Y.detach(), pb.a.detach(), pb.b.detach(), f.lu, f.lv,
+                pb.reg, fused.DOT_PRECISION[sp.precision])
         lin = envelope.PointsLinear.apply(sp.X, sp.Y, lin, data)
     value, value_linear = _values_from_stats(pb, lin, plogp, rowsum, colsum,
                                              (pb.reg * f.lu, pb.reg * f.lv))
+    if pb.grad == "implicit":  # only the value's derivatives are the implicit ones here
+        value_linear = value_linear.detach()
     lazy = None
     if sp.lazy:
         lazy = LazyPlan(sp.X.detach(), sp.Y.detach(), sp.metric, sp.p, f.lu, f.lv, pb.reg,
@@ -557,6 +571,12 @@ def solve_sample_batch(X_a: Any, X_b: Any, reg: float | None = None, a: Any = No
     backend : str, default 'auto'
         'auto', 'generic' (form the cost, generic solver) or 'triton' (the point-cloud kernel
         when it takes the metric and method, else the cost-matrix kernel).
+        With ``grad='implicit'`` the kernels take balanced squared-Euclidean problems
+        whose ``X_b``, ``a`` and ``b`` need no gradient: ``value`` then has first and
+        second derivatives in ``X_a`` (double backward; the Hessian-vector products solve
+        the implicit system by conjugate gradient on streaming plan products), while
+        ``value_linear`` and ``plan`` carry none. Other implicit derivatives take the
+        generic solver ('auto') or raise ('triton').
     precision : {'float32', 'tf32'}, default 'float32', keyword-only
         Products ``x . y`` of the point-cloud kernels (torch's ``allow_tf32`` switch):
         'float32' keeps float32 accuracy (each tensor-core product split in three TF32

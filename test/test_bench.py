@@ -527,7 +527,7 @@ def test_grad_quick_rows(tmp_path, capsys):
                                                        ("ot_batch_torch_implicit", "a")]
     assert [(r["lib"], r["func"], r["mode"]) for r in gvf] == [
         (lib, "solve_sample", mode) for lib in ("torch", "jax")
-        for mode in ("forward", "envelope", "implicit")]
+        for mode in ("forward", "envelope", "implicit", "hvp")]
     for r in rows:
         assert "error" not in r and "skipped" not in r, r
         assert r["median_s"] > 0 and r["compile_s"] > 0 and r["repeats"] == 1, r

@@ -260,6 +260,57 @@ def test_points_precision_option():
         ot_batch.solve_sample_batch(X, Y, reg=0.2, precision="bf16")
 
 
+def _value_hvp(X, Y, V, backend, dtype, **opts):
+    """``(result, gradient, Hessian-vector product)`` of ``value.sum()`` in X."""
+    Xg = X.to(dtype).requires_grad_()
+    res = ot_batch.solve_sample_batch(Xg, Y.to(dtype), backend=backend, **opts)
+    (g,) = torch.autograd.grad(res.value.sum(), Xg, create_graph=True)
+    (h,) = torch.autograd.grad((g * V.to(dtype)).sum(), Xg)
+    return res, g, h
+
+
+@pytest.mark.parametrize("size", [(6, 9), (70, 90)], ids=["on-chip", "streaming"])
+def test_points_implicit_hvp_matches_generic(size):
+    """grad='implicit' on the point-cloud kernels: gradient and Hessian-vector products in X
+    equal the generic solver's dense implicit differentiation (float64)."""
+    X, Y = _points(2, *size, 2, seed=3)
+    V = torch.randn(X.shape, generator=torch.Generator().manual_seed(1))
+    opts = dict(reg=0.5, tol=1e-6, max_iter=3000, grad="implicit")
+    pick_ = pick("solve_sample_batch", "triton", None, problem=ot_batch._validate.sample_problem(
+        X.requires_grad_(), Y, 0.5, None, None, "sqeuclidean", 2, None, 1e-6, "auto", 1, 1e-3,
+        "entropy", "implicit", None, None, None, 10, False, 0.1, False))
+    assert pick_.__name__ == "_solve_points_fused"
+    X = X.detach()
+    fused, gf, hf = _value_hvp(X, Y, V, "triton", torch.float32, **opts)
+    ref, gg, hg = _value_hvp(X, Y, V, "generic", torch.float64, **opts)
+    assert _rel(fused.value, ref.value) < 1e-5
+    assert _rel(gf, gg) < 1e-4
+    assert _rel(hf, hg) < 1e-3
+    assert not fused.value_linear.requires_grad  # only the value's derivatives are implicit
+    # a third derivative is refused, not silently zero
+    Xg = X.clone().requires_grad_()
+    res = ot_batch.solve_sample_batch(Xg, Y, backend="triton", **opts)
+    (g,) = torch.autograd.grad(res.value.sum(), Xg, create_graph=True)
+    with pytest.raises(RuntimeError, match="third derivatives"):
+        torch.autograd.grad((g * V).sum(), Xg, create_graph=True)
+
+
+def test_points_implicit_selection():
+    """Derivatives the kernels do not give (in X_b, in the weights, unbalanced) go to the
+    generic solver under 'auto' and are refused for backend='triton'."""
+    X, Y = _points(2, 6, 9, 2)
+    a = torch.full((2, 6), 1 / 6, requires_grad=True)
+    opts = dict(reg=0.5, grad="implicit")
+    for kw in (dict(a=a), dict(X_b=Y.clone().requires_grad_()), dict(unbalanced=1.0)):
+        args = dict(X_a=X.clone().requires_grad_(), X_b=Y)
+        args.update(kw)
+        ref = ot_batch.solve_sample_batch(backend="generic", **args, **opts)
+        res = ot_batch.solve_sample_batch(**args, **opts)  # auto: the generic solver
+        assert _rel(res.value, ref.value) < 1e-9
+        with pytest.raises(ValueError):
+            ot_batch.solve_sample_batch(backend="triton", **args, **opts)
+
+
 # Full sizes on a GPU -------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from . import driver
+from .online_grad import EnvelopeGrad
 from ._parts import cost_tile, log_kernel_tile
 from .sinkhorn_stream import SQEUCLIDEAN
 
@@ -96,7 +97,11 @@ def plan_matmul(ctx: dict, Z: torch.Tensor, transpose: bool) -> torch.Tensor:
 
 class PointsLinear(torch.autograd.Function):
     """``<T, C(X, Y)>`` per problem with ``T`` held fixed: the value comes in (from the final
-    pass), the backward pass gives the gradients of ``X`` and ``Y``."""
+    pass), the backward pass gives the gradients of ``X`` and ``Y``.
+
+    With ``ctx_data["hvp"]`` (``grad="implicit"``, see :mod:`.points_implicit`) and a graph
+    asked for (``create_graph=True``), the gradient in ``X`` is itself differentiable in
+    ``X``: its backward is the implicit Hessian-vector product."""
 
     @staticmethod
     def forward(X, Y, lin, ctx_data):
@@ -105,6 +110,8 @@ class PointsLinear(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.data = inputs[3]
+        if inputs[3].get("hvp") is not None:
+            ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, g):
@@ -118,7 +125,12 @@ class PointsLinear(torch.autograd.Function):
                 gX = 2 * (data["rowsum"][:, :, None] * X.to(torch.float32) - TY)
             else:
                 gX = -TY
-            gX = (g3 * gX).to(data["dtype"])
+            if data.get("hvp") is not None and torch.is_grad_enabled():
+                (X_in,) = ctx.saved_tensors
+                per_point = g.to(torch.float32)[:, None].expand(X.shape[0], X.shape[1])
+                gX = EnvelopeGrad.apply(per_point, X_in, gX, data["hvp"]).to(data["dtype"])
+            else:
+                gX = (g3 * gX).to(data["dtype"])
         if ctx.needs_input_grad[1]:
             TtX = plan_matmul(data, X, transpose=True)
             if data["cost"] == SQEUCLIDEAN:

@@ -27,7 +27,10 @@ Workloads (timings and ratios reported, nothing asserted):
   most 2000 iterations. For ``sinkhorn_divergence_batch`` and ``solve_sample_batch``, on
   torch (CUDA when present) and JAX (``jax.jit`` of the value, or of ``jax.value_and_grad``):
   the value alone (``grad='detach'``), value and gradient in X_a and a with
-  ``grad='envelope'`` and with ``grad='implicit'``; the ratios gradient / value.
+  ``grad='envelope'`` and with ``grad='implicit'``; the ratios gradient / value. Mode
+  ``hvp``: a Hessian-vector product in X_a with ``grad='implicit'`` (forward, gradient with
+  its graph, then the gradient of ``<grad, V>`` for a fixed random V; JAX: ``jax.jvp`` of
+  ``jax.grad``), whole, against the value alone.
 
 Each row is printed as JSON as soon as it is measured; ``--out`` gets ``grad.json`` and
 ``grad.md``. A missing library (OTT-JAX, torch, JAX) skips its engines with a note.
@@ -51,7 +54,8 @@ HESS_ENGINES = ("ott_implicit", "ott_unrolled", "ot_batch_jax_implicit",
                 "ot_batch_jax_unrolled", "ot_batch_torch_implicit", "ot_batch_torch_unrolled")
 LIBS = ("torch", "jax")
 FUNCS = ("divergence", "solve_sample")
-MODES = {"forward": "detach", "envelope": "envelope", "implicit": "implicit"}
+MODES = {"forward": "detach", "envelope": "envelope", "implicit": "implicit",
+         "hvp": "implicit"}
 REL_EPS = 0.05
 CHECK_EVERY = 10
 
@@ -401,11 +405,19 @@ def _gvf_torch(func, mode, Xn, Yn, an, bn, reg, args):
     grad = MODES[mode]
     box: dict = {}
 
+    V = torch.as_tensor(_direction(Xn), device=dev)
+
     def call():
         if mode == "forward":
             res = _gvf_call(func, X, Y, a, b, reg, grad, args.tol, args.max_iter)
             box["res"] = res
             return res.value.sum()
+        if mode == "hvp":  # forward, gradient with its graph, and the product
+            Xr = X.clone().requires_grad_(True)
+            res = _gvf_call(func, Xr, Y, a, b, reg, grad, args.tol, args.max_iter)
+            box["res"] = res
+            (gX,) = torch.autograd.grad(res.value.sum(), Xr, create_graph=True)
+            return torch.autograd.grad((gX * V).sum(), Xr)[0]
         Xr, ar = X.clone().requires_grad_(True), a.clone().requires_grad_(True)
         res = _gvf_call(func, Xr, Y, ar, b, reg, grad, args.tol, args.max_iter)
         box["res"] = res
@@ -435,6 +447,15 @@ def _gvf_jax(func, mode, Xn, Yn, an, bn, reg, args):
         return res.value.sum(), (log.get("n_iter"), log.get("converged"))
     if mode == "forward":
         fn = jax.jit(value)
+    elif mode == "hvp":  # forward over reverse: the gradient's derivative along V
+        V = jax.numpy.asarray(_direction(Xn))
+
+        def hvp(X, a, Y, b):
+            def grad_x(Z):
+                return jax.grad(value, has_aux=True)(Z, a, Y, b)
+            _, h, aux = jax.jvp(grad_x, (X,), (V,), has_aux=True)
+            return h, aux
+        fn = jax.jit(hvp)
     else:
         fn = jax.jit(jax.value_and_grad(value, argnums=(0, 1), has_aux=True))
     t0 = time.perf_counter()
@@ -444,11 +465,16 @@ def _gvf_jax(func, mode, Xn, Yn, an, bn, reg, args):
     def call():
         return jax.block_until_ready(compiled(X, a, Y, b))
     timing, out = measure(call, repeats=args.repeats, budget_s=args.budget, warmup=call)
-    (_, (n_iter, conv)) = out[0] if mode != "forward" else out
+    (_, (n_iter, conv)) = out[0] if mode not in ("forward", "hvp") else out
     it = None if n_iter is None else int(np.asarray(n_iter).max())
     cv = None if conv is None else bool(np.asarray(conv).all())
     return dict(device=_jax_device(), compile_s=compile_s, median_s=timing.median,
                 repeats=timing.repeats, n_iter=it, converged=cv)
+
+
+def _direction(X: np.ndarray) -> np.ndarray:
+    """The fixed direction ``V`` of the Hessian-vector products (seeded, X's shape)."""
+    return np.random.default_rng(1).standard_normal(X.shape).astype(X.dtype)
 
 
 def run_grad_vs_forward(libs: Sequence[str], funcs: Sequence[str], args) -> list[dict]:
