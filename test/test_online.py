@@ -74,6 +74,42 @@ def test_online_matches_tensorized(kw):
         close(g0, g1, 1e-4)
 
 
+@pytest.mark.parametrize("kw", [dict(scaling=0.3),
+                                dict(debias=False, tol=1e-4, max_iter=30, check_every=5,
+                                     scaling=0.3),
+                                dict(reach=0.5, scaling=0.3)], ids=["debias", "tol", "reach"])
+def test_keys_split_in_chunks(monkeypatch, kw):
+    """The two-phase steps (keys in chunks, then the merge) equal the one-phase ones and the
+    dense path: values and gradients, with and without tol."""
+    from ot_batch.backends.triton import online_solve
+    X, Y, a, b = clouds(B=2, N=70, M=90)
+    out = {}
+    for chunks in (1, 3):
+        monkeypatch.setattr(online_solve, "KEY_CHUNKS", chunks)
+        Xg = X.clone().requires_grad_()
+        v = ot_batch.samples_loss_batch(Xg, Y, a, b, backend="online", precision="tf32x3", **kw)
+        out[chunks] = (v.detach(), torch.autograd.grad(v.sum(), Xg)[0])
+    ref = ot_batch.samples_loss_batch(X, Y, a, b, backend="tensorized", **kw)
+    close(ref, out[3][0], 1e-5)
+    close(out[1][0], out[3][0], 1e-6)
+    close(out[1][1], out[3][1], 1e-5)
+
+
+def test_key_chunks_fill_the_gpu(monkeypatch):
+    """Chunks only where the query blocks leave multiprocessors idle, each of >= 8 tiles."""
+    from types import SimpleNamespace
+
+    from ot_batch.backends.triton import online_solve as os_
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda dev: SimpleNamespace(multi_processor_count=132))
+    cuda = torch.device("cuda")
+    assert os_.key_chunks(158, 10_000, 128, cuda) == 4    # one 10^4-point problem, no debias
+    assert os_.key_chunks(1564, 50_000, 128, cuda) == 1   # 5 x 10^4 points fill it already
+    assert os_.key_chunks(40, 2_000, 128, cuda) == 1      # too few keys to split
+    assert os_.key_chunks(4, 100_000, 128, cuda) == 97    # 132 wanted, capped by the tiles
+    assert os_.key_chunks(158, 10_000, 128, torch.device("cpu")) == 1
+
+
 def test_online_tol_log_and_potentials():
     X, Y, a, b = clouds(seed=1)
     kw = dict(tol=1e-6, check_every=5, precision="tf32x3", log=True, blur=0.3, scaling=0.3)

@@ -22,30 +22,63 @@ from . import online
 
 PRECISIONS = ("tf32x3", "tf32")
 
-# tile shapes by dimension class (an H100 sweep; BD >= 16 for tl.dot)
+# tile shapes by dimension class (H100 sweeps: 50,000-point clouds for the online loop,
+# 2026-11-24; the batch suite's medium and large for split-TF32 and the split layout,
+# 2026-12-08)
 TUNING: dict[str, dict[str, int]] = {
     "small_d": dict(BM=64, BN=128, warps=4, stages=3),    # d <= 16
     "mid_d": dict(BM=128, BN=128, warps=4, stages=2),     # d <= 128
+    "mid_d_x3": dict(BM=128, BN=64, warps=4, stages=2),   # d <= 128, tf32x3 in the kernel
     "large_d": dict(BM=64, BN=128, BD=64, warps=4, stages=3),
+    "split": dict(BM=64, BN=128, warps=4, stages=3),      # split_coordinates, 3d <= 64
     "interpret": dict(BM=32, BN=32, warps=4, stages=1),
 }
+# the split layout (three TF32 products as one, see split_coordinates) while 3 d fits one
+# 64-wide chunk of tl.dot
+SPLIT_MAX_D = 21
 
 
-def _tiles(d: int) -> dict[str, int]:
+def _tiles(d: int, prec: str = "tf32", split: bool = False) -> dict[str, int]:
+    """Tiles for ``d`` coordinates per product (``3 d`` read with ``split``)."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         t = dict(TUNING["interpret"])
+    elif split:
+        t = dict(TUNING["split"])
     elif d <= 16:
         t = dict(TUNING["small_d"])
     elif d <= 128:
-        t = dict(TUNING["mid_d"])
+        t = dict(TUNING["mid_d_x3" if prec == "tf32x3" else "mid_d"])
     else:
         t = dict(TUNING["large_d"])
-    if d <= 128:
-        t["BD"] = max(16, triton.next_power_of_2(d))
+    width = 3 * d if split else d
+    if width <= 128:
+        t["BD"] = max(16, triton.next_power_of_2(width))
     else:
         t.setdefault("BD", 64)
-    t["SINGLE_D"] = d <= t["BD"]
+    t["SINGLE_D"] = width <= t["BD"]
     return t
+
+
+# Experiments and tests may set an int: the key chunks of every step (1: no split).
+KEY_CHUNKS: Optional[int] = None
+# Split the keys until the launch has this many programs per multiprocessor, each chunk
+# keeping at least MIN_CHUNK_TILES key tiles.
+PROGRAMS_PER_SM = 4
+MIN_CHUNK_TILES = 8
+
+
+def key_chunks(programs: int, n_keys: int, BN: int, device: torch.device) -> int:
+    """Chunks to split the keys of each query block in: 1 when the launch already has
+    ``PROGRAMS_PER_SM`` programs per multiprocessor (batches, large clouds), more for one
+    problem of a few thousand points, whose query blocks alone leave SMs idle or leave a
+    short last wave."""
+    if KEY_CHUNKS is not None:
+        return max(1, int(KEY_CHUNKS))
+    if device.type != "cuda" or programs == 0:
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    want = -(-PROGRAMS_PER_SM * sms // programs)
+    return max(1, min(want, n_keys // (MIN_CHUNK_TILES * BN)))
 
 
 def round_tf32(x: torch.Tensor) -> torch.Tensor:
@@ -54,6 +87,17 @@ def round_tf32(x: torch.Tensor) -> torch.Tensor:
     numbers (then the scores are those of slightly moved points, not a mix)."""
     bits = x.contiguous().view(torch.int32)
     return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def split_coordinates(P: torch.Tensor) -> torch.Tensor:
+    """``[hi, hi, lo, hi]`` along the last axis (B, L, 4 D), ``hi`` = ``P`` rounded to TF32
+    and ``lo = P - hi``: a query read from columns ``[0, 3D)`` and a key from ``[D, 4D)``
+    give ``hi.hi + hi.lo + lo.hi`` in one TF32 product of depth ``3D``, float32 accuracy
+    (as ``tl.dot``'s 'tf32x3', whose three products split the tiles inside the kernel,
+    at 1.7x the time of one TF32 product on the batch suite's medium workload)."""
+    P = P.to(torch.float32)
+    hi = round_tf32(P)
+    return torch.cat([hi, hi, P - hi, hi], dim=-1).contiguous()
 
 
 def round_tf32_(x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +163,7 @@ def annealed(cl: Clouds, eps_list: Sequence[float],
     P = cl.P
     B, L, D = P.shape
     K = 2 if debias else 1
-    t = _tiles(D)
+    t = _tiles(D, cl.prec)
     nbx, nby = triton.cdiv(cl.N, t["BM"]), triton.cdiv(cl.M, t["BM"])
     dev = P.device
     buf = torch.zeros((2, B, K, L), device=dev, dtype=torch.float32)
@@ -127,18 +171,25 @@ def annealed(cl: Clouds, eps_list: Sequence[float],
     active = torch.ones(B, device=dev, dtype=torch.int32)
     err = torch.zeros((B, 4), device=dev, dtype=torch.float32)
     grid = (K * (nbx + nby), B)
+    C = key_chunks(grid[0] * B, min(cl.N, cl.M), t["BN"], dev)
+    part = (torch.empty((2, C, B, K, L), device=dev, dtype=torch.float32) if C > 1
+            else buf)  # the chunks' partial log-sum-exps (max, sum)
     cur = 0
 
     def step(eps, keep, do_err=False, store_lse=False):
         nonlocal cur
         dx, dy = damping(eps)
-        online._step_kernel[grid](
-            P, cl.sqn, cl.logw, buf[cur], buf[1 - cur], lse, active, err,
-            err.view(torch.int32), cl.N, cl.M, D, K, nbx, nby, float(eps), 1.0 / float(eps),
-            2.0 * cl.c, float(dx), float(dy),
-            float(keep), DO_ERR=do_err, BALANCED=balanced, STORE_LSE=store_lse,
-            SINGLE_D=t["SINGLE_D"], PREC=cl.prec, BM=t["BM"], BN=t["BN"], BD=t["BD"],
-            num_warps=t["warps"], num_stages=t["stages"])
+        args = (P, cl.sqn, cl.logw, buf[cur], buf[1 - cur], lse, active, err,
+                err.view(torch.int32), part[0], part[1], cl.N, cl.M, D, K, nbx, nby, B, C,
+                float(eps), 1.0 / float(eps), 2.0 * cl.c, float(dx), float(dy), float(keep))
+        meta = dict(DO_ERR=do_err, BALANCED=balanced, STORE_LSE=store_lse,
+                    SINGLE_D=t["SINGLE_D"], PREC=cl.prec, BM=t["BM"], BN=t["BN"], BD=t["BD"],
+                    num_warps=t["warps"], num_stages=t["stages"])
+        if C > 1:  # the keys split in C chunks, then the merge
+            online._step_kernel[grid + (C,)](*args, PHASE=1, **meta)
+            online._step_kernel[grid](*args, PHASE=2, **meta)
+        else:
+            online._step_kernel[grid](*args, **meta)
         cur = 1 - cur
 
     step(eps_list[0], 0.0)  # from zero potentials
@@ -197,7 +248,7 @@ def apply(cl: Clouds, eps: float, kpot: torch.Tensor, row: torch.Tensor, U: torc
     times ``v_i . w_j``, ``W`` (B, nk, D) (the keys by default). Returns (B, nq, k)
     float32."""
     B, L, D = cl.P.shape
-    t = _tiles(D)
+    t = _tiles(D, cl.prec)
     U = U.to(torch.float32)
     if U.stride(2) != 1 or U.stride(1) != U.shape[2]:  # rows of P may come as they are
         U = U.contiguous()

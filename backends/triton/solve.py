@@ -165,9 +165,9 @@ def from_points(sp: Any) -> Fused:
                                                     has_init=has_init, **pts, **loop)
     else:  # the softmin tiles of the large-cloud kernels
         _start(u, v, has_init, True)
-        lay = online_points.Layout(cost, X, Y, a, b, ra, rb, u, v)
+        lay = online_points.Layout(cost, X, Y, a, b, ra, rb, u, v, prec)
         half = online_points.passes(lay, inv_reg=loop["inv_reg"], phi=loop["phi"],
-                                    balanced=loop["balanced"], prec=prec)
+                                    balanced=loop["balanced"])
         n_iter, err, conv = _iterate(half, loop, B, X.device)
         u, v = lay.scalings()
     dtype = result_dtype(sp.X.dtype)
