@@ -260,6 +260,27 @@ def test_points_precision_option():
         ot_batch.solve_sample_batch(X, Y, reg=0.2, precision="bf16")
 
 
+def test_split_coordinates_layout():
+    """[hi, hi, lo, hi]: hi is TF32 (low 13 bits zero), hi + lo is the point exactly, and a
+    query window times a key window is hi.hi + hi.lo + lo.hi."""
+    from ot_batch.backends.triton.online_solve import split_coordinates
+    P = torch.rand(2, 5, 3, generator=torch.Generator().manual_seed(0)) * 3 - 1
+    W = split_coordinates(P)
+    d = P.shape[2]
+    hi, lo = W[..., :d], W[..., 2 * d:3 * d]
+    assert W.shape == (2, 5, 4 * d)
+    assert int((hi.view(torch.int32) & 0x1FFF).abs().sum()) == 0
+    assert torch.equal(hi + lo, P) and torch.equal(W[..., d:2 * d], hi)
+    assert torch.equal(W[..., 3 * d:], hi)
+    q, k = W[..., :3 * d].double(), W[..., d:].double()
+    three = q @ k.transpose(1, 2)
+    h, l_ = hi.double(), lo.double()
+    ref = h @ h.transpose(1, 2) + h @ l_.transpose(1, 2) + l_ @ h.transpose(1, 2)
+    assert torch.allclose(three, ref, rtol=0, atol=1e-12)
+    exact = P.double() @ P.double().transpose(1, 2)
+    assert float((three - exact).abs().max()) < 1e-6  # the lo.lo term only
+
+
 def _value_hvp(X, Y, V, backend, dtype, **opts):
     """``(result, gradient, Hessian-vector product)`` of ``value.sum()`` in X."""
     Xg = X.to(dtype).requires_grad_()
