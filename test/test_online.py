@@ -100,6 +100,7 @@ def test_key_chunks_fill_the_gpu(monkeypatch):
     from types import SimpleNamespace
 
     from ot_batch.backends.triton import online_solve as os_
+    monkeypatch.setattr(os_, "KEY_CHUNKS", None)  # the automatic choice
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda dev: SimpleNamespace(multi_processor_count=132))
     cuda = torch.device("cuda")

@@ -260,6 +260,28 @@ def test_points_precision_option():
         ot_batch.solve_sample_batch(X, Y, reg=0.2, precision="bf16")
 
 
+@pytest.mark.parametrize("size", [(40, 130), (70, 90)])
+def test_points_split_layout_matches_generic(monkeypatch, size):
+    """The split layout (one TF32 product of depth 3d for float32 accuracy) on the streaming
+    tiles: values, plans and gradients as the generic float64 solver."""
+    from ot_batch.backends.triton import online_points, online_solve
+    monkeypatch.setattr(online_solve, "SPLIT_MAX_D", 21)
+    X, Y = _points(2, *size, 5, seed=4)
+    lay = online_points.Layout(1, X, Y, torch.ones(2, size[0]), torch.ones(2, size[1]), None,
+                               None, torch.zeros(2, size[0]), torch.zeros(2, size[1]))
+    assert lay.split and lay.kP.shape[-1] == 20 and (lay.ld, lay.koff, lay.width) == (20, 5, 15)
+    Xg = X.clone().requires_grad_()
+    res = ot_batch.solve_sample_batch(Xg, Y, reg=0.3, max_iter=40, tol=0.0, backend="triton")
+    Xr = X.double().requires_grad_()
+    ref = ot_batch.solve_sample_batch(Xr, Y.double(), reg=0.3, max_iter=40, tol=0.0,
+                                      backend="generic")
+    assert _rel(res.value_linear, ref.value_linear) < 1e-5
+    assert _rel(res.plan, ref.plan) < 1e-4
+    gx = torch.autograd.grad(res.value.sum(), Xg)[0]
+    gr = torch.autograd.grad(ref.value.sum(), Xr)[0]
+    assert _rel(gx, gr) < 1e-4
+
+
 def test_split_coordinates_layout():
     """[hi, hi, lo, hi]: hi is TF32 (low 13 bits zero), hi + lo is the point exactly, and a
     query window times a key window is hi.hi + hi.lo + lo.hi."""

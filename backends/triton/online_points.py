@@ -16,7 +16,8 @@ import torch
 import triton
 
 from . import online
-from .online_solve import SPLIT_MAX_D, _tiles, split_coordinates
+from . import online_solve
+from .online_solve import _tiles, split_coordinates
 from .sinkhorn_stream import SQEUCLIDEAN
 
 
@@ -42,7 +43,7 @@ class Layout:
                       else torch.cat([ra, rb], dim=1).contiguous())
         self.w = torch.cat([a, b], dim=1).contiguous()
         self.pot = torch.cat([u, v], dim=1).contiguous()
-        self.split = prec == "tf32x3" and 0 < self.d <= SPLIT_MAX_D
+        self.split = prec == "tf32x3" and 0 < self.d <= online_solve.SPLIT_MAX_D
         self.prec = "tf32" if self.split else prec
         # what the kernels read: rows ld apart, keys from column koff, products of width
         self.kP, self.ld, self.koff, self.width = self.P, self.d, 0, self.d

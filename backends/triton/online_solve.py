@@ -33,9 +33,11 @@ TUNING: dict[str, dict[str, int]] = {
     "split": dict(BM=64, BN=128, warps=4, stages=3),      # split_coordinates, 3d <= 64
     "interpret": dict(BM=32, BN=32, warps=4, stages=1),
 }
-# the split layout (three TF32 products as one, see split_coordinates) while 3 d fits one
-# 64-wide chunk of tl.dot
-SPLIT_MAX_D = 21
+# The split layout (three TF32 products as one, see split_coordinates) for d up to this.
+# Off (0) until timed on a GPU: the sm_90 build of its 64 x 128 tile with a 64-wide product
+# takes 255 registers a thread against 124 for a 16-wide one, so it halves the resident
+# programs; 21 is the most whose 3 d fits one 64-wide chunk.
+SPLIT_MAX_D = 0
 
 
 def _tiles(d: int, prec: str = "tf32", split: bool = False) -> dict[str, int]:
@@ -59,8 +61,9 @@ def _tiles(d: int, prec: str = "tf32", split: bool = False) -> dict[str, int]:
     return t
 
 
-# Experiments and tests may set an int: the key chunks of every step (1: no split).
-KEY_CHUNKS: Optional[int] = None
+# Key chunks of every step: 1 (no split, the default until timed on a GPU), an int, or
+# None for :func:`key_chunks`'s choice.
+KEY_CHUNKS: Optional[int] = 1
 # Split the keys until the launch has this many programs per multiprocessor, each chunk
 # keeping at least MIN_CHUNK_TILES key tiles.
 PROGRAMS_PER_SM = 4
