@@ -291,10 +291,10 @@ def _half_kernel(P, sqn, shift, w, pot, active, errsq, chg_bits, N, M, d, ld, ko
     ``-M_ij / reg = score * p_i . p_j - (sqn_i + sqn_j) / reg`` (``sqn = |p|^2`` for the
     squared Euclidean cost, 0 for the negative dot product), plus ``shift`` (log-weights when
     the entropy is taken relative to ``a b^T``, else 0). ``P`` is laid out as
-    :func:`_scores` reads it (``ld``, ``koff``; ``d`` the columns of a product). The update and
-    the error are those
-    of :func:`.sinkhorn_stream._pass_kernel`, which :mod:`ot_batch.solvers.sinkhorn_log`
-    defines. Retired problems (``active`` 0) read and write nothing.
+    :func:`_scores` reads it (``ld``, ``koff``; ``d`` the columns of a product). The update
+    and the error are those of :func:`.sinkhorn_stream._pass_kernel`, which
+    :mod:`ot_batch.solvers.sinkhorn_log` defines. Retired problems (``active`` 0) read and
+    write nothing.
     """
     blk = tl.program_id(0)
     b = tl.program_id(1)
